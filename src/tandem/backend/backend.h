@@ -1,0 +1,144 @@
+// THE backend interface: device memory plus the fixed kernel set that model/ and train/ call.
+// A new accelerator implements this class in its own folder and passes `tandem conformance`.
+//
+// Conventions: outputs come first, then inputs, then sizes. All tensors are row-major fp32
+// unless noted. Backward kernels ADD into parameter gradients (so micro-batches accumulate)
+// and WRITE activation gradients. Kernels never allocate. Every reduction has a fixed order,
+// so the same inputs and thread count give the same bits.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tandem {
+
+// Layout of the fused attention input: each token's row holds [q (H*D) | k (Hkv*D) | v (Hkv*D)].
+struct AttnShape {
+  int B = 1;       // batch
+  int T = 1;       // sequence length
+  int H = 1;       // query heads
+  int Hkv = 1;     // key/value heads; divides H
+  int D = 1;       // head dimension
+  int qkv_stride() const { return (H + 2 * Hkv) * D; }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // ---- memory --------------------------------------------------------------------------
+  virtual void* alloc(size_t bytes) = 0;  // zero-filled, aligned to 64 bytes
+  virtual void release(void* ptr) = 0;
+  virtual void to_device(void* dst, const void* src, size_t bytes) = 0;
+  virtual void to_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void zero(void* ptr, size_t bytes) = 0;
+  virtual void synchronize() = 0;
+
+  // ---- embedding -----------------------------------------------------------------------
+  virtual void embedding_forward(float* out,            // (N, C)
+                                 const int32_t* tokens,  // (N)
+                                 const float* table,     // (V, C)
+                                 int N, int C) = 0;
+  virtual void embedding_backward(float* dtable,          // (V, C) += scatter of dout
+                                  const float* dout,      // (N, C)
+                                  const int32_t* tokens,  // (N)
+                                  int N, int C) = 0;
+
+  // ---- rmsnorm: out = x / sqrt(mean(x^2) + eps) * w ------------------------------------
+  virtual void rmsnorm_forward(float* out,      // (N, C)
+                               float* rstd,     // (N) saved for backward
+                               const float* x,  // (N, C)
+                               const float* w,  // (C)
+                               int N, int C, float eps) = 0;
+  virtual void rmsnorm_backward(float* dx,          // (N, C) written
+                                float* dw,          // (C) accumulated
+                                const float* dout,  // (N, C)
+                                const float* x,     // (N, C)
+                                const float* w,     // (C)
+                                const float* rstd,  // (N)
+                                int N, int C) = 0;
+
+  // ---- matmul: out = x · Wᵀ -------------------------------------------------------------
+  virtual void matmul_forward(float* out,      // (M, N)
+                              const float* x,  // (M, K)
+                              const float* w,  // (N, K)
+                              int M, int N, int K) = 0;
+  virtual void matmul_backward(float* dx,          // (M, K) written
+                               float* dw,          // (N, K) accumulated
+                               const float* dout,  // (M, N)
+                               const float* x,     // (M, K)
+                               const float* w,     // (N, K)
+                               int M, int N, int K) = 0;
+
+  // ---- rotary embedding (rotate-half, Hugging Face Llama convention), in place ------------
+  // Rotates the q and k parts of a fused qkv buffer; token n of batch row b sits at position
+  // pos0 + t where t = n % T. inverse=true applies the transpose rotation (the backward).
+  virtual void rope(float* qkv,  // (B, T, qkv_stride)
+                    const AttnShape& s, int pos0, float theta, bool inverse) = 0;
+
+  // ---- causal grouped-query attention -----------------------------------------------------
+  virtual void attention_forward(float* out,        // (B, T, H, D)
+                                 float* lse,        // (B, H, T) log-sum-exp saved for backward
+                                 const float* qkv,  // (B, T, qkv_stride)
+                                 const AttnShape& s) = 0;
+  virtual void attention_backward(float* dqkv,       // (B, T, qkv_stride) written
+                                  const float* dout, // (B, T, H, D)
+                                  const float* qkv,  // (B, T, qkv_stride)
+                                  const float* out,  // (B, T, H, D)
+                                  const float* lse,  // (B, H, T)
+                                  const AttnShape& s) = 0;
+
+  // ---- SwiGLU: out = silu(gate) * up, gate and up side by side in one row -----------------
+  virtual void swiglu_forward(float* out,          // (N, F)
+                              const float* gateup, // (N, 2F) = [gate | up]
+                              int N, int F) = 0;
+  virtual void swiglu_backward(float* dgateup,       // (N, 2F) written
+                               const float* dout,    // (N, F)
+                               const float* gateup,  // (N, 2F)
+                               int N, int F) = 0;
+
+  // ---- residual: out = a + b (out may alias a or b) ---------------------------------------
+  virtual void add(float* out, const float* a, const float* b, size_t n) = 0;
+
+  // ---- cross-entropy with fused softmax ----------------------------------------------------
+  // losses[n] = -log softmax(logits[n])[targets[n]]; targets[n] < 0 masks the row (loss 0,
+  // zero gradient). If dlogits is non-null it receives dscale * (softmax - onehot); it may
+  // alias logits.
+  virtual void cross_entropy(float* losses,          // (N)
+                             float* dlogits,         // (N, V) or null
+                             const float* logits,    // (N, V)
+                             const int32_t* targets, // (N)
+                             int N, int V, float dscale) = 0;
+
+  // ---- optimizer and gradient utilities -----------------------------------------------------
+  // AdamW with decoupled weight decay: p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p).
+  virtual void adamw(float* p, float* m, float* v,  // (n) updated in place
+                     const float* g,                // (n)
+                     size_t n, float lr, float beta1, float beta2, float eps, float wd,
+                     int64_t t) = 0;
+  // Sum of squares in double, with a fixed reduction order.
+  virtual double sum_squares(const float* x, size_t n) = 0;
+  virtual void scale(float* x, size_t n, float s) = 0;
+  // True when every value is finite.
+  virtual bool all_finite(const float* x, size_t n) = 0;
+
+  // ---- inference: attention of new tokens over a KV cache ----------------------------------
+  // qkv holds n new tokens at positions pos0..pos0+n-1 (rope already applied). Their k and v
+  // are appended to the caches at those positions, then each query attends causally to
+  // cache positions 0..pos.
+  virtual void attention_kv_forward(float* out,       // (n, H, D)
+                                    float* kcache,    // (Tmax, Hkv, D)
+                                    float* vcache,    // (Tmax, Hkv, D)
+                                    const float* qkv, // (n, qkv_stride)
+                                    const AttnShape& s, int pos0, int n) = 0;
+};
+
+// Registry: backends by name ("cpu", later "cuda"). threads <= 0 picks all cores.
+std::unique_ptr<Backend> make_backend(const std::string& name, int threads);
+std::vector<std::string> backend_names();
+
+}  // namespace tandem

@@ -1,0 +1,55 @@
+// The CPU backend: fp32 kernels with OpenMP threads and SIMD; GEMM through OpenBLAS, loaded so
+// that it uses the widest vector unit the machine has (see blas.h).
+#pragma once
+
+#include "tandem/backend/backend.h"
+
+namespace tandem {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads);
+  std::string name() const override { return "cpu"; }
+  int threads() const { return threads_; }
+
+  void* alloc(size_t bytes) override;
+  void release(void* ptr) override;
+  void to_device(void* dst, const void* src, size_t bytes) override;
+  void to_host(void* dst, const void* src, size_t bytes) override;
+  void zero(void* ptr, size_t bytes) override;
+  void synchronize() override {}
+
+  void embedding_forward(float* out, const int32_t* tokens, const float* table, int N,
+                         int C) override;
+  void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int N,
+                          int C) override;
+  void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int N, int C,
+                       float eps) override;
+  void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+                        const float* rstd, int N, int C) override;
+  void matmul_forward(float* out, const float* x, const float* w, int M, int N, int K) override;
+  void matmul_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+                       int M, int N, int K) override;
+  void rope(float* qkv, const AttnShape& s, int pos0, float theta, bool inverse) override;
+  void attention_forward(float* out, float* lse, const float* qkv, const AttnShape& s) override;
+  void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                          const float* lse, const AttnShape& s) override;
+  void swiglu_forward(float* out, const float* gateup, int N, int F) override;
+  void swiglu_backward(float* dgateup, const float* dout, const float* gateup, int N,
+                       int F) override;
+  void add(float* out, const float* a, const float* b, size_t n) override;
+  void cross_entropy(float* losses, float* dlogits, const float* logits, const int32_t* targets,
+                     int N, int V, float dscale) override;
+  void adamw(float* p, float* m, float* v, const float* g, size_t n, float lr, float beta1,
+             float beta2, float eps, float wd, int64_t t) override;
+  double sum_squares(const float* x, size_t n) override;
+  void scale(float* x, size_t n, float s) override;
+  bool all_finite(const float* x, size_t n) override;
+  void attention_kv_forward(float* out, float* kcache, float* vcache, const float* qkv,
+                            const AttnShape& s, int pos0, int n) override;
+
+ private:
+  int threads_;
+};
+
+}  // namespace tandem

@@ -1,0 +1,17 @@
+// Subcommand registration: each cli/*.cpp file adds one subcommand to the tandem app.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace tandem::cli {
+
+// A registered subcommand's action; runs after parsing, inside the error boundary.
+using Action = std::function<void()>;
+
+void add_data(CLI::App& app, Action& action);
+void add_train(CLI::App& app, Action& action);
+void add_generate(CLI::App& app, Action& action);
+void add_info(CLI::App& app, Action& action);
+
+}  // namespace tandem::cli

@@ -1,0 +1,63 @@
+// SentencePiece BPE tokenizer: load, encode, decode (whole and streaming), and training from
+// text files. Byte fallback makes every UTF-8 string encodable without <unk>.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace tandem {
+
+class Tokenizer {
+ public:
+  // Throws tandem::Error "[tokenizer] ..." naming `path` when it is missing or not a model.
+  static Tokenizer load(const std::string& path);
+
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+  ~Tokenizer();
+
+  std::vector<int32_t> encode(const std::string& text) const;  // no bos/eos added
+  // Throws when an id is outside [0, vocab_size()); control ids (bos/eos) decode to "".
+  std::string decode(std::span<const int32_t> ids) const;
+  // Streaming decode: the text that appending ids.back() adds to the output, given every id
+  // generated so far. Bytes of a UTF-8 character split over byte-fallback pieces are held
+  // back until the character is complete, so the concatenated deltas equal decode(ids)
+  // whenever ids does not end inside such a character. Cost is independent of ids.size().
+  std::string decode_piece(std::span<const int32_t> ids) const;
+
+  int vocab_size() const;
+  int bos_id() const;
+  int eos_id() const;
+  std::string id_to_piece(int32_t id) const;
+  const std::string& sha256() const { return sha256_; }  // of the model file's bytes
+  const std::string& path() const { return path_; }
+
+ private:
+  Tokenizer() = default;
+  std::string stable_decode(std::span<const int32_t> ids) const;
+
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::string path_;
+  std::string sha256_;
+};
+
+struct TokenizerTrainOptions {
+  uint64_t seed = 1234;             // fixes sentence sampling, so training is reproducible
+  int64_t max_sentences = 2000000;  // lines sampled for training; 0 = use every line
+  int num_threads = 1;              // one thread keeps the result independent of the machine
+};
+
+// Trains a byte-fallback BPE model on the documents of `input_files` (see corpus.h) and
+// writes <model_prefix>.model and <model_prefix>.vocab atomically. Ids: 0 <unk>, 1 <s>,
+// 2 </s>, 3..258 the byte pieces. Throws "[tokenizer] ..." naming the file or value at fault.
+void train_tokenizer(const std::vector<std::string>& input_files, const std::string& model_prefix,
+                     int vocab_size, const TokenizerTrainOptions& options = {});
+
+}  // namespace tandem

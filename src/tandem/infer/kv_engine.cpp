@@ -1,0 +1,85 @@
+// KvEngine: the decoder forward restricted to new positions, attending over cached keys/values.
+#include "tandem/infer/kv_engine.h"
+
+#include "tandem/core/error.h"
+
+namespace tandem {
+
+KvEngine::KvEngine(Llama& model, int max_seq)
+    : model_(model), be_(model.backend()), max_seq_(max_seq) {
+  const ModelConfig& c = model.config();
+  TANDEM_CHECK(max_seq > 0 && max_seq <= c.context);
+  const size_t N = max_seq, C = c.dim, S = c.qkv_dim(), F = c.hidden_dim;
+  const size_t HD = (size_t)c.n_heads * c.head_dim(), KV = (size_t)c.n_kv_heads * c.head_dim();
+  auto pad = [](size_t n) { return (n + 15) / 16 * 16; };
+  size_t total = pad(N * C) * 3 + pad(N * S) + pad(N * HD) + pad(N * 2 * F) + pad(N * F) +
+                 pad(c.vocab_size) + pad(N) + 2 * c.n_layers * pad(N * KV);
+  buf_ = static_cast<float*>(be_.alloc(total * sizeof(float)));
+  float* cur = buf_;
+  auto take = [&](size_t n) {
+    float* r = cur;
+    cur += pad(n);
+    return r;
+  };
+  x_ = take(N * C);
+  ln_ = take(N * C);
+  h_ = take(N * C);
+  qkv_ = take(N * S);
+  att_ = take(N * HD);
+  gateup_ = take(N * 2 * F);
+  act_ = take(N * F);
+  logits_ = take(c.vocab_size);
+  rstd_ = take(N);
+  for (int l = 0; l < c.n_layers; ++l) {
+    kcache_.push_back(take(N * KV));
+    vcache_.push_back(take(N * KV));
+  }
+  tokens_dev_ = static_cast<int32_t*>(be_.alloc(N * sizeof(int32_t)));
+  logits_host_.resize(c.vocab_size);
+}
+
+KvEngine::~KvEngine() {
+  be_.release(buf_);
+  be_.release(tokens_dev_);
+}
+
+const std::vector<float>& KvEngine::feed(const int32_t* tokens, int n) {
+  const ModelConfig& c = model_.config();
+  if (n <= 0 || pos_ + n > max_seq_)
+    fail("[generate] sequence of " + std::to_string(pos_ + n) + " tokens exceeds the context of " +
+         std::to_string(max_seq_));
+  const int C = c.dim, S = c.qkv_dim(), F = c.hidden_dim, V = c.vocab_size;
+  const int HD = c.n_heads * c.head_dim();
+  const ParamLayout& L = model_.layout();
+  const float* P = model_.params();
+  AttnShape s;
+  s.B = 1;
+  s.T = n;
+  s.H = c.n_heads;
+  s.Hkv = c.n_kv_heads;
+  s.D = c.head_dim();
+  be_.to_device(tokens_dev_, tokens, n * sizeof(int32_t));
+  be_.embedding_forward(x_, tokens_dev_, P + L.embed, n, C);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerOffsets& o = L.layers[l];
+    be_.rmsnorm_forward(ln_, rstd_, x_, P + o.ln1, n, C, c.norm_eps);
+    be_.matmul_forward(qkv_, ln_, P + o.wqkv, n, S, C);
+    be_.rope(qkv_, s, pos_, c.rope_theta, false);
+    be_.attention_kv_forward(att_, kcache_[l], vcache_[l], qkv_, s, pos_, n);
+    be_.matmul_forward(h_, att_, P + o.wo, n, C, HD);
+    be_.add(h_, h_, x_, (size_t)n * C);
+    be_.rmsnorm_forward(ln_, rstd_, h_, P + o.ln2, n, C, c.norm_eps);
+    be_.matmul_forward(gateup_, ln_, P + o.wgateup, n, 2 * F, C);
+    be_.swiglu_forward(act_, gateup_, n, F);
+    be_.matmul_forward(x_, act_, P + o.wdown, n, C, F);
+    be_.add(x_, x_, h_, (size_t)n * C);
+  }
+  const float* last = x_ + (size_t)(n - 1) * C;
+  be_.rmsnorm_forward(ln_, rstd_, last, P + L.final_norm, 1, C, c.norm_eps);
+  be_.matmul_forward(logits_, ln_, P + L.lm_head, 1, V, C);
+  be_.to_host(logits_host_.data(), logits_, V * sizeof(float));
+  pos_ += n;
+  return logits_host_;
+}
+
+}  // namespace tandem

@@ -1,0 +1,191 @@
+// Forward and backward of the decoder, as a sequence of backend kernel calls.
+#include "tandem/model/llama.h"
+
+#include <vector>
+
+#include "tandem/core/error.h"
+
+namespace tandem {
+
+struct Llama::Acts {
+  struct Layer {
+    float *x, *ln1, *rstd1, *qkv, *att, *lse, *h, *ln2, *rstd2, *gateup, *act;
+  };
+  std::vector<Layer> layers;
+  float *xf, *lnf, *rstdf, *losses;
+  // backward scratch, reused by every layer
+  float *dres, *dtmp, *dln, *dqkv, *datt, *dgateup, *dact;
+};
+
+Llama::Llama(const ModelConfig& cfg, Backend& be) : cfg_(cfg), be_(be), layout_(cfg) {
+  cfg_.validate();
+  params_ = static_cast<float*>(be_.alloc(layout_.total * sizeof(float)));
+}
+
+Llama::~Llama() {
+  be_.release(params_);
+  if (grads_) be_.release(grads_);
+  if (acts_) be_.release(acts_);
+  if (tokens_dev_) be_.release(tokens_dev_);
+  if (targets_dev_) be_.release(targets_dev_);
+  delete a_;
+}
+
+void Llama::init(uint64_t seed) {
+  std::vector<float> host(layout_.total);
+  init_params(host.data(), layout_, cfg_, seed);
+  load_params(host.data());
+}
+
+void Llama::load_params(const float* host) {
+  be_.to_device(params_, host, layout_.total * sizeof(float));
+}
+
+void Llama::save_params(float* host) { be_.to_host(host, params_, layout_.total * sizeof(float)); }
+
+void Llama::zero_grads() {
+  if (!grads_) grads_ = static_cast<float*>(be_.alloc(layout_.total * sizeof(float)));
+  be_.zero(grads_, layout_.total * sizeof(float));
+}
+
+AttnShape Llama::attn_shape() const {
+  AttnShape s;
+  s.B = B_;
+  s.T = T_;
+  s.H = cfg_.n_heads;
+  s.Hkv = cfg_.n_kv_heads;
+  s.D = cfg_.head_dim();
+  return s;
+}
+
+void Llama::reserve(int B, int T) {
+  TANDEM_CHECK(B > 0 && T > 0);
+  if (T > cfg_.context)
+    fail("[model] sequence length " + std::to_string(T) + " exceeds the model context " +
+         std::to_string(cfg_.context));
+  B_ = B;
+  T_ = T;
+  if (B * T <= cap_tokens_) return;
+  if (acts_) be_.release(acts_);
+  if (tokens_dev_) be_.release(tokens_dev_);
+  if (targets_dev_) be_.release(targets_dev_);
+  delete a_;
+  a_ = new Acts;
+  const size_t N = (size_t)B * T, C = cfg_.dim, S = cfg_.qkv_dim(), F = cfg_.hidden_dim;
+  const size_t HD = (size_t)cfg_.n_heads * cfg_.head_dim(), V = cfg_.vocab_size;
+  const size_t lse = (size_t)B * cfg_.n_heads * T;
+  auto pad = [](size_t n) { return (n + 15) / 16 * 16; };  // keep every tensor 64-byte aligned
+  size_t per_layer = pad(N * C) * 4 + pad(N) * 2 + pad(N * S) + pad(N * HD) + pad(lse) +
+                     pad(N * 2 * F) + pad(N * F);
+  size_t total = per_layer * cfg_.n_layers + pad(N * C) * 2 + pad(N) * 2 + pad(N * V) +
+                 pad(N * C) * 3 + pad(N * S) + pad(N * HD) + pad(N * 2 * F) + pad(N * F);
+  acts_ = static_cast<float*>(be_.alloc(total * sizeof(float)));
+  float* cur = acts_;
+  auto take = [&](size_t n) {
+    float* r = cur;
+    cur += pad(n);
+    return r;
+  };
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    Acts::Layer L;
+    L.x = take(N * C);
+    L.ln1 = take(N * C);
+    L.rstd1 = take(N);
+    L.qkv = take(N * S);
+    L.att = take(N * HD);
+    L.lse = take(lse);
+    L.h = take(N * C);
+    L.ln2 = take(N * C);
+    L.rstd2 = take(N);
+    L.gateup = take(N * 2 * F);
+    L.act = take(N * F);
+    a_->layers.push_back(L);
+  }
+  a_->xf = take(N * C);
+  a_->lnf = take(N * C);
+  a_->rstdf = take(N);
+  a_->losses = take(N);
+  logits_ = take(N * V);
+  a_->dres = take(N * C);
+  a_->dtmp = take(N * C);
+  a_->dln = take(N * C);
+  a_->dqkv = take(N * S);
+  a_->datt = take(N * HD);
+  a_->dgateup = take(N * 2 * F);
+  a_->dact = take(N * F);
+  TANDEM_CHECK(cur == acts_ + total);
+  tokens_dev_ = static_cast<int32_t*>(be_.alloc(N * sizeof(int32_t)));
+  targets_dev_ = static_cast<int32_t*>(be_.alloc(N * sizeof(int32_t)));
+  losses_host_.resize(N);
+  cap_tokens_ = (int)N;
+}
+
+void Llama::forward(const int32_t* tokens, int B, int T) {
+  reserve(B, T);
+  const int N = B * T, C = cfg_.dim, S = cfg_.qkv_dim(), F = cfg_.hidden_dim;
+  const int HD = cfg_.n_heads * cfg_.head_dim(), V = cfg_.vocab_size;
+  const AttnShape s = attn_shape();
+  be_.to_device(tokens_dev_, tokens, N * sizeof(int32_t));
+  be_.embedding_forward(a_->layers[0].x, tokens_dev_, p(layout_.embed), N, C);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    const LayerOffsets& o = layout_.layers[l];
+    Acts::Layer& L = a_->layers[l];
+    float* next = l + 1 < cfg_.n_layers ? a_->layers[l + 1].x : a_->xf;
+    be_.rmsnorm_forward(L.ln1, L.rstd1, L.x, p(o.ln1), N, C, cfg_.norm_eps);
+    be_.matmul_forward(L.qkv, L.ln1, p(o.wqkv), N, S, C);
+    be_.rope(L.qkv, s, 0, cfg_.rope_theta, false);
+    be_.attention_forward(L.att, L.lse, L.qkv, s);
+    be_.matmul_forward(L.h, L.att, p(o.wo), N, C, HD);
+    be_.add(L.h, L.h, L.x, (size_t)N * C);
+    be_.rmsnorm_forward(L.ln2, L.rstd2, L.h, p(o.ln2), N, C, cfg_.norm_eps);
+    be_.matmul_forward(L.gateup, L.ln2, p(o.wgateup), N, 2 * F, C);
+    be_.swiglu_forward(L.act, L.gateup, N, F);
+    be_.matmul_forward(next, L.act, p(o.wdown), N, C, F);
+    be_.add(next, next, L.h, (size_t)N * C);
+  }
+  be_.rmsnorm_forward(a_->lnf, a_->rstdf, a_->xf, p(layout_.final_norm), N, C, cfg_.norm_eps);
+  be_.matmul_forward(logits_, a_->lnf, p(layout_.lm_head), N, V, C);
+}
+
+double Llama::loss(const int32_t* targets, float dscale, bool grad) {
+  const int N = B_ * T_;
+  be_.to_device(targets_dev_, targets, N * sizeof(int32_t));
+  be_.cross_entropy(a_->losses, grad ? logits_ : nullptr, logits_, targets_dev_, N,
+                    cfg_.vocab_size, dscale);
+  be_.to_host(losses_host_.data(), a_->losses, N * sizeof(float));
+  double sum = 0.0;
+  for (int i = 0; i < N; ++i) sum += losses_host_[i];
+  return sum;
+}
+
+void Llama::backward() {
+  if (!grads_) zero_grads();
+  const int N = B_ * T_, C = cfg_.dim, S = cfg_.qkv_dim(), F = cfg_.hidden_dim;
+  const int HD = cfg_.n_heads * cfg_.head_dim(), V = cfg_.vocab_size;
+  const AttnShape s = attn_shape();
+  Acts& a = *a_;
+  // logits now hold dlogits (see loss()).
+  be_.matmul_backward(a.dln, g(layout_.lm_head), logits_, a.lnf, p(layout_.lm_head), N, V, C);
+  be_.rmsnorm_backward(a.dres, g(layout_.final_norm), a.dln, a.xf, p(layout_.final_norm),
+                       a.rstdf, N, C);
+  for (int l = cfg_.n_layers - 1; l >= 0; --l) {
+    const LayerOffsets& o = layout_.layers[l];
+    Acts::Layer& L = a.layers[l];
+    // x_{l+1} = h + down(swiglu(gateup(norm(h))))
+    be_.matmul_backward(a.dact, g(o.wdown), a.dres, L.act, p(o.wdown), N, C, F);
+    be_.swiglu_backward(a.dgateup, a.dact, L.gateup, N, F);
+    be_.matmul_backward(a.dln, g(o.wgateup), a.dgateup, L.ln2, p(o.wgateup), N, 2 * F, C);
+    be_.rmsnorm_backward(a.dtmp, g(o.ln2), a.dln, L.h, p(o.ln2), L.rstd2, N, C);
+    be_.add(a.dres, a.dres, a.dtmp, (size_t)N * C);
+    // h = x_l + o_proj(attention(rope(qkv(norm(x_l)))))
+    be_.matmul_backward(a.datt, g(o.wo), a.dres, L.att, p(o.wo), N, C, HD);
+    be_.attention_backward(a.dqkv, a.datt, L.qkv, L.att, L.lse, s);
+    be_.rope(a.dqkv, s, 0, cfg_.rope_theta, true);
+    be_.matmul_backward(a.dln, g(o.wqkv), a.dqkv, L.ln1, p(o.wqkv), N, S, C);
+    be_.rmsnorm_backward(a.dtmp, g(o.ln1), a.dln, L.x, p(o.ln1), L.rstd1, N, C);
+    be_.add(a.dres, a.dres, a.dtmp, (size_t)N * C);
+  }
+  be_.embedding_backward(g(layout_.embed), a.dres, tokens_dev_, N, C);
+}
+
+}  // namespace tandem

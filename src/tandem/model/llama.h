@@ -1,0 +1,65 @@
+// The Llama-style decoder on a Backend: parameters, gradients and activations each live in one
+// device buffer sized before training; forward() and backward() only call backend kernels.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "tandem/backend/backend.h"
+#include "tandem/model/config.h"
+#include "tandem/model/params.h"
+
+namespace tandem {
+
+class Llama {
+ public:
+  Llama(const ModelConfig& cfg, Backend& be);
+  ~Llama();
+  Llama(const Llama&) = delete;
+  Llama& operator=(const Llama&) = delete;
+
+  const ModelConfig& config() const { return cfg_; }
+  const ParamLayout& layout() const { return layout_; }
+  Backend& backend() { return be_; }
+  float* params() { return params_; }  // device, layout().total floats
+  float* grads() { return grads_; }    // device, same layout; allocated on first use
+  size_t num_params() const { return layout_.total; }
+
+  void init(uint64_t seed);
+  void load_params(const float* host);
+  void save_params(float* host);
+  void zero_grads();
+
+  // Sizes the activation buffer for micro-batches of B sequences of T tokens (T <= context).
+  void reserve(int B, int T);
+
+  // Forward pass over tokens (host, B*T) up to the logits (device, B*T*V).
+  void forward(const int32_t* tokens, int B, int T);
+  const float* logits() const { return logits_; }
+  // Cross-entropy of the logits against targets (host, B*T; < 0 masks a position). Returns the
+  // summed loss in double. With grad=true the logits are replaced by dscale * dloss/dlogits.
+  double loss(const int32_t* targets, float dscale, bool grad);
+  // Backward pass after loss(grad=true): adds parameter gradients into grads().
+  void backward();
+
+ private:
+  struct Acts;  // activation tensors carved from one buffer
+  float* p(size_t offset) { return params_ + offset; }
+  float* g(size_t offset) { return grads_ + offset; }
+  AttnShape attn_shape() const;
+
+  ModelConfig cfg_;
+  Backend& be_;
+  ParamLayout layout_;
+  float* params_ = nullptr;
+  float* grads_ = nullptr;
+  float* acts_ = nullptr;
+  float* logits_ = nullptr;
+  int32_t* tokens_dev_ = nullptr;
+  int32_t* targets_dev_ = nullptr;
+  std::vector<float> losses_host_;
+  Acts* a_ = nullptr;
+  int B_ = 0, T_ = 0, cap_tokens_ = 0;
+};
+
+}  // namespace tandem

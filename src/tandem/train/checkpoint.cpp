@@ -1,0 +1,183 @@
+// Checkpoint writing, verification and discovery.
+#include "tandem/train/checkpoint.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+#include <cstdio>
+#include <filesystem>
+
+#include "tandem/core/error.h"
+#include "tandem/core/fs.h"
+#include "tandem/core/hash.h"
+#include "tandem/io/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace tandem {
+
+std::string checkpoint_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld", (long long)step);
+  return buf;
+}
+
+namespace {
+
+StFile tensors_of(const ParamLayout& layout, const float* base, const std::string& prefix) {
+  StFile f;
+  for (const auto& t : layout.tensors) f.tensors.push_back(st_f32(prefix + t.name, t.shape, base + t.offset));
+  return f;
+}
+
+void fill_from(const StFile& f, const ParamLayout& layout, const std::string& prefix,
+               std::vector<float>& out, const std::string& what) {
+  out.assign(layout.total, 0.f);
+  for (const auto& t : layout.tensors) {
+    const StTensor* s = f.find(prefix + t.name);
+    if (!s) fail("[checkpoint] " + what + ": missing tensor '" + prefix + t.name + "'");
+    if (s->dtype != "F32" || s->shape != t.shape)
+      fail("[checkpoint] " + what + ": tensor '" + prefix + t.name +
+           "' has the wrong dtype or shape for this model");
+    std::memcpy(out.data() + t.offset, s->data.data(), t.numel * sizeof(float));
+  }
+}
+
+bool is_step_dir(const std::string& name) {
+  if (name.size() != 13 || name.rfind("step-", 0) != 0) return false;
+  return std::all_of(name.begin() + 5, name.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& run_dir, const CheckpointState& state,
+                            const ParamLayout& layout, const float* params, const float* m,
+                            const float* v, const std::string& tokenizer_path) {
+  make_dirs(run_dir);
+  const std::string final_dir = run_dir + "/" + checkpoint_name(state.step);
+  const std::string tmp = final_dir + ".tmp-" + std::to_string(::getpid());
+  remove_all(tmp);
+  make_dirs(tmp);
+  nlohmann::ordered_json files = nlohmann::ordered_json::object();
+  auto put = [&](const std::string& name, const std::string& bytes) {
+    atomic_write_file(tmp + "/" + name, bytes);
+    files[name] = sha256_hex(bytes.data(), bytes.size());
+  };
+  try {
+    StFile model = tensors_of(layout, params, "");
+    model.metadata["format"] = "pt";
+    put("model.safetensors", safetensors_serialize(model));
+    if (m && v) {
+      StFile opt = tensors_of(layout, m, "exp_avg.");
+      StFile vv = tensors_of(layout, v, "exp_avg_sq.");
+      for (auto& t : vv.tensors) opt.tensors.push_back(std::move(t));
+      put("optimizer.safetensors", safetensors_serialize(opt));
+    }
+    if (!tokenizer_path.empty()) put("tokenizer.model", read_file(tokenizer_path));
+    nlohmann::ordered_json man;
+    man["format_version"] = kCheckpointFormat;
+    man["step"] = state.step;
+    man["config"] = state.config_text;
+    man["tokenizer_sha256"] = state.tokenizer_sha256;
+    man["rng"] = {{"seed", state.seed}, {"kind", "counter"}};
+    man["data"] = {{"samples_consumed", state.samples_consumed}};
+    man["extra"] = state.extra;
+    man["files"] = files;
+    atomic_write_file(tmp + "/manifest.json", man.dump(2) + "\n");
+    fsync_path(tmp);
+    if (path_exists(final_dir)) {
+      // An earlier checkpoint of this step that failed to verify: keep it aside, never delete.
+      std::string aside = final_dir + ".rejected-" + std::to_string(::time(nullptr));
+      fs::rename(final_dir, aside);
+    }
+    fs::rename(tmp, final_dir);
+    fsync_path(run_dir);
+  } catch (...) {
+    remove_all(tmp);
+    throw;
+  }
+  return final_dir;
+}
+
+nlohmann::json read_manifest(const std::string& dir) {
+  const std::string path = dir + "/manifest.json";
+  if (!path_exists(path)) fail("[checkpoint] " + dir + ": no manifest.json (incomplete checkpoint)");
+  nlohmann::json man;
+  try {
+    man = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    fail("[checkpoint] " + path + ": not valid JSON: " + e.what());
+  }
+  if (!man.is_object() || !man.contains("format_version") || !man.contains("files") ||
+      !man.contains("step") || !man.contains("config"))
+    fail("[checkpoint] " + path + ": missing required fields");
+  if (man["format_version"] != kCheckpointFormat)
+    fail("[checkpoint] " + path + ": unsupported format_version " + man["format_version"].dump());
+  for (auto it = man["files"].begin(); it != man["files"].end(); ++it) {
+    std::string f = dir + "/" + it.key();
+    if (!path_exists(f)) fail("[checkpoint] " + f + ": file listed in the manifest is missing");
+    if (sha256_file(f) != it.value().get<std::string>())
+      fail("[checkpoint] " + f + ": checksum mismatch (corrupt or truncated)");
+  }
+  return man;
+}
+
+CheckpointData load_checkpoint(const std::string& dir, const ParamLayout& layout,
+                               bool with_optimizer) {
+  nlohmann::json man = read_manifest(dir);
+  CheckpointData d;
+  d.dir = dir;
+  d.state.step = man["step"].get<int64_t>();
+  d.state.config_text = man["config"].get<std::string>();
+  d.state.tokenizer_sha256 = man.value("tokenizer_sha256", "");
+  d.state.seed = man["rng"].value("seed", (uint64_t)0);
+  d.state.samples_consumed = man["data"].value("samples_consumed", (int64_t)0);
+  if (man.contains("extra")) d.state.extra = man["extra"];
+  fill_from(safetensors_load(dir + "/model.safetensors"), layout, "", d.params,
+            dir + "/model.safetensors");
+  if (with_optimizer) {
+    if (!man["files"].contains("optimizer.safetensors"))
+      fail("[checkpoint] " + dir + ": has no optimizer state to resume from");
+    StFile opt = safetensors_load(dir + "/optimizer.safetensors");
+    fill_from(opt, layout, "exp_avg.", d.m, dir + "/optimizer.safetensors");
+    fill_from(opt, layout, "exp_avg_sq.", d.v, dir + "/optimizer.safetensors");
+  }
+  return d;
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& run_dir,
+                                             std::vector<std::string>* rejected) {
+  if (!path_exists(run_dir)) return std::nullopt;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(run_dir)) {
+    std::string n = e.path().filename().string();
+    if (e.is_directory() && is_step_dir(n)) names.push_back(n);
+  }
+  std::sort(names.rbegin(), names.rend());
+  for (const auto& n : names) {
+    std::string dir = run_dir + "/" + n;
+    try {
+      read_manifest(dir);
+      return dir;
+    } catch (const Error& e) {
+      if (rejected) rejected->push_back(e.what());
+    }
+  }
+  return std::nullopt;
+}
+
+void prune_checkpoints(const std::string& run_dir, int keep) {
+  if (keep <= 0 || !path_exists(run_dir)) return;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(run_dir)) {
+    std::string n = e.path().filename().string();
+    if (e.is_directory() && is_step_dir(n) && path_exists(e.path().string() + "/manifest.json"))
+      names.push_back(n);
+  }
+  std::sort(names.rbegin(), names.rend());
+  for (size_t i = keep; i < names.size(); ++i) remove_all(run_dir + "/" + names[i]);
+}
+
+}  // namespace tandem

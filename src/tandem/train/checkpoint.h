@@ -1,0 +1,58 @@
+// Checkpoints: one directory per saved step (step-00001234/) holding model.safetensors (Hugging
+// Face Llama names), optimizer.safetensors (AdamW moments), tokenizer.model and manifest.json
+// (format version, step, config, tokenizer hash, RNG seed, data cursor, sha256 of every file).
+// A checkpoint is written under a temporary name, fsynced and renamed: a directory without a
+// verifying manifest does not exist as far as resume is concerned.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tandem/model/params.h"
+
+namespace tandem {
+
+constexpr int kCheckpointFormat = 1;
+
+struct CheckpointState {
+  int64_t step = 0;              // optimizer steps completed
+  int64_t samples_consumed = 0;  // data-loader cursor (training sequences drawn)
+  uint64_t seed = 0;             // the run's RNG seed (all draws are counter-based)
+  std::string config_text;       // the run's TOML config
+  std::string tokenizer_sha256;
+  nlohmann::json extra = nlohmann::json::object();  // trainer bookkeeping (e.g. skipped batches)
+};
+
+struct CheckpointData {
+  std::string dir;
+  CheckpointState state;
+  std::vector<float> params;     // layout order
+  std::vector<float> m, v;       // empty when the checkpoint has no optimizer state
+};
+
+std::string checkpoint_name(int64_t step);
+
+// Writes run_dir/step-XXXXXXXX atomically and returns its path. m and v may be null (weights
+// only). tokenizer_path, if non-empty, is copied in.
+std::string save_checkpoint(const std::string& run_dir, const CheckpointState& state,
+                            const ParamLayout& layout, const float* params, const float* m,
+                            const float* v, const std::string& tokenizer_path);
+
+// Reads and fully verifies a checkpoint directory; throws Error naming the file that failed.
+CheckpointData load_checkpoint(const std::string& dir, const ParamLayout& layout,
+                               bool with_optimizer);
+// Reads only the manifest (verified against the files' checksums).
+nlohmann::json read_manifest(const std::string& dir);
+
+// Newest checkpoint in run_dir whose manifest and checksums verify. Each rejected candidate
+// is reported in *rejected as "DIR: reason".
+std::optional<std::string> latest_checkpoint(const std::string& run_dir,
+                                             std::vector<std::string>* rejected);
+
+// Deletes all but the newest `keep` complete checkpoints (keep <= 0 keeps all).
+void prune_checkpoints(const std::string& run_dir, int keep);
+
+}  // namespace tandem

@@ -1,0 +1,36 @@
+// AdamW and gradient clipping through backend kernels.
+#include "tandem/train/optimizer.h"
+
+#include <cmath>
+
+namespace tandem {
+
+AdamW::AdamW(Llama& model, float beta1, float beta2, float eps, float weight_decay)
+    : model_(model), beta1_(beta1), beta2_(beta2), eps_(eps), wd_(weight_decay) {
+  size_t bytes = model.num_params() * sizeof(float);
+  m_ = static_cast<float*>(model.backend().alloc(bytes));
+  v_ = static_cast<float*>(model.backend().alloc(bytes));
+}
+
+AdamW::~AdamW() {
+  model_.backend().release(m_);
+  model_.backend().release(v_);
+}
+
+void AdamW::step(float lr, int64_t t) {
+  Backend& be = model_.backend();
+  for (const auto& ti : model_.layout().tensors) {
+    size_t o = ti.offset;
+    be.adamw(model_.params() + o, m_ + o, v_ + o, model_.grads() + o, ti.numel, lr, beta1_,
+             beta2_, eps_, ti.decay ? wd_ : 0.0f, t);
+  }
+}
+
+double clip_grad_norm(Llama& model, float clip) {
+  Backend& be = model.backend();
+  double norm = std::sqrt(be.sum_squares(model.grads(), model.num_params()));
+  if (clip > 0 && norm > clip) be.scale(model.grads(), model.num_params(), (float)(clip / norm));
+  return norm;
+}
+
+}  // namespace tandem

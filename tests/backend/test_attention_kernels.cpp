@@ -1,0 +1,319 @@
+// Kernel tests for the attention path: rotate-half RoPE (forward, inverse), causal grouped-query
+// attention (forward against a double reference, backward against finite differences), and
+// attention over a KV cache checked against full-sequence attention.
+#include <cmath>
+
+#include "kernel_test_util.h"
+
+namespace tandem::test {
+namespace {
+
+std::string label(const AttnShape& s) {
+  return "B=" + std::to_string(s.B) + " T=" + std::to_string(s.T) + " H=" + std::to_string(s.H) +
+         " Hkv=" + std::to_string(s.Hkv) + " D=" + std::to_string(s.D);
+}
+
+size_t qkv_size(const AttnShape& s) { return static_cast<size_t>(s.B) * s.T * s.qkv_stride(); }
+
+// ---- rope ------------------------------------------------------------------------------------
+
+// Hugging Face rotate-half on the q heads and k heads of each row (they sit side by side at
+// the start of the row); v is left alone. inverse rotates by the negative angle.
+std::vector<double> ref_rope(std::vector<double> qkv, const AttnShape& s, int pos0, double theta,
+                             bool inverse) {
+  const int D = s.D, half = D / 2, stride = s.qkv_stride();
+  for (int b = 0; b < s.B; ++b)
+    for (int t = 0; t < s.T; ++t) {
+      double* row = qkv.data() + (static_cast<size_t>(b) * s.T + t) * stride;
+      const double pos = pos0 + t;
+      for (int head = 0; head < s.H + s.Hkv; ++head) {
+        double* x = row + head * D;
+        for (int i = 0; i < half; ++i) {
+          double angle = pos * std::pow(theta, -2.0 * i / D);
+          if (inverse) angle = -angle;
+          double c = std::cos(angle), sn = std::sin(angle);
+          double x1 = x[i], x2 = x[i + half];
+          x[i] = x1 * c - x2 * sn;
+          x[i + half] = x2 * c + x1 * sn;
+        }
+      }
+    }
+  return qkv;
+}
+
+struct RopeCase {
+  AttnShape s;
+  int pos0;
+  float theta;
+};
+const RopeCase kRopeCases[] = {{{2, 5, 4, 2, 6}, 0, 10000.f},    {{2, 5, 4, 2, 6}, 37, 10000.f},
+                               {{1, 1, 3, 1, 8}, 11, 10000.f},   {{3, 7, 3, 1, 2}, 3, 10000.f},
+                               {{1, 16, 4, 4, 64}, 5, 500000.f}, {{2, 9, 6, 2, 16}, 0, 10000.f}};
+
+std::string label(const RopeCase& c) {
+  return label(c.s) + " pos0=" + std::to_string(c.pos0) + " theta=" + std::to_string(c.theta);
+}
+
+// The v part of every row is bit-identical between a and b.
+::testing::AssertionResult v_untouched(const std::vector<float>& a, const std::vector<float>& b,
+                                       const AttnShape& s) {
+  const size_t stride = s.qkv_stride(), v0 = static_cast<size_t>(s.H + s.Hkv) * s.D;
+  for (size_t r = 0; r < a.size() / stride; ++r)
+    for (size_t i = v0; i < stride; ++i)
+      if (std::memcmp(&a[r * stride + i], &b[r * stride + i], sizeof(float)) != 0)
+        return ::testing::AssertionFailure() << "v changed at row " << r << " col " << i;
+  return ::testing::AssertionSuccess();
+}
+
+TEST(Rope, ForwardMatchesReference) {
+  for (const auto& c : kRopeCases) {
+    SCOPED_TRACE(label(c));
+    auto x = uniform(qkv_size(c.s), 400);
+    auto want = ref_rope(to_double(x), c.s, c.pos0, c.theta, false);
+    DeviceBuf<float> d(x);
+    backend().rope(d.get(), c.s, c.pos0, c.theta, false);
+    auto got = d.download();
+    EXPECT_TRUE(close(got, want, kFwdTol));
+    EXPECT_TRUE(v_untouched(got, x, c.s));
+    d.upload(x);
+    backend().rope(d.get(), c.s, c.pos0, c.theta, false);
+    EXPECT_TRUE(bits_equal(got, d.download()));
+  }
+}
+
+TEST(Rope, InverseMatchesReferenceAndUndoesForward) {
+  for (const auto& c : kRopeCases) {
+    SCOPED_TRACE(label(c));
+    auto x = uniform(qkv_size(c.s), 410);
+    DeviceBuf<float> d(x);
+    backend().rope(d.get(), c.s, c.pos0, c.theta, true);
+    auto inv = d.download();
+    EXPECT_TRUE(close(inv, ref_rope(to_double(x), c.s, c.pos0, c.theta, true), kFwdTol));
+    EXPECT_TRUE(v_untouched(inv, x, c.s));
+    d.upload(x);
+    backend().rope(d.get(), c.s, c.pos0, c.theta, true);
+    EXPECT_TRUE(bits_equal(inv, d.download()));
+
+    d.upload(x);
+    backend().rope(d.get(), c.s, c.pos0, c.theta, false);
+    backend().rope(d.get(), c.s, c.pos0, c.theta, true);
+    EXPECT_TRUE(close(d.download(), to_double(x), kFwdTol)) << "inverse(forward(x)) != x";
+  }
+}
+
+TEST(Rope, InverseIsTheBackward) {
+  // d/dx sum(rope(x) * R) = rope_inverse(R): the transpose rotation, identity on v.
+  for (const auto& c : kRopeCases) {
+    SCOPED_TRACE(label(c));
+    auto x = uniform(qkv_size(c.s), 420);
+    auto R = uniform(qkv_size(c.s), 421);
+    auto idx = sample_indices(x.size(), 400, 422);
+    auto want = fd_grad(
+        [&](const std::vector<double>& v) {
+          return dot(ref_rope(v, c.s, c.pos0, c.theta, false), R);
+        },
+        to_double(x), idx);
+    DeviceBuf<float> d(R);
+    backend().rope(d.get(), c.s, c.pos0, c.theta, true);
+    EXPECT_TRUE(close_at(d.download(), want, idx, kGradTol));
+  }
+}
+
+// ---- attention --------------------------------------------------------------------------------
+
+// Causal grouped-query attention in double; lse is (B, H, T).
+std::vector<double> ref_attention(const std::vector<double>& qkv, const AttnShape& s,
+                                  std::vector<double>* lse = nullptr) {
+  const int D = s.D, stride = s.qkv_stride(), group = s.H / s.Hkv;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  std::vector<double> out(static_cast<size_t>(s.B) * s.T * s.H * D, 0.0);
+  if (lse) lse->assign(static_cast<size_t>(s.B) * s.H * s.T, 0.0);
+  std::vector<double> score(s.T);
+  for (int b = 0; b < s.B; ++b)
+    for (int t = 0; t < s.T; ++t)
+      for (int h = 0; h < s.H; ++h) {
+        const double* q = qkv.data() + (static_cast<size_t>(b) * s.T + t) * stride + h * D;
+        const int kvh = h / group;
+        double mx = -INFINITY;
+        for (int j = 0; j <= t; ++j) {
+          const double* k =
+              qkv.data() + (static_cast<size_t>(b) * s.T + j) * stride + s.H * D + kvh * D;
+          double dotqk = 0;
+          for (int d = 0; d < D; ++d) dotqk += q[d] * k[d];
+          score[j] = dotqk * scale;
+          mx = std::max(mx, score[j]);
+        }
+        double sum = 0;
+        for (int j = 0; j <= t; ++j) sum += std::exp(score[j] - mx);
+        double* o = out.data() + ((static_cast<size_t>(b) * s.T + t) * s.H + h) * D;
+        for (int j = 0; j <= t; ++j) {
+          const double p = std::exp(score[j] - mx) / sum;
+          const double* v = qkv.data() + (static_cast<size_t>(b) * s.T + j) * stride +
+                            (s.H + s.Hkv) * D + kvh * D;
+          for (int d = 0; d < D; ++d) o[d] += p * v[d];
+        }
+        if (lse) (*lse)[(static_cast<size_t>(b) * s.H + h) * s.T + t] = mx + std::log(sum);
+      }
+  return out;
+}
+
+// Odd sizes, T=1, grouped (H/Hkv = 2, 3, 4), multi-head (Hkv = H), and longer sequences that
+// reach any tiling of the key loop.
+const AttnShape kAttnShapes[] = {{2, 5, 4, 2, 6},   {1, 1, 3, 1, 8},  {1, 7, 3, 1, 6},
+                                 {2, 3, 2, 2, 4},   {1, 13, 4, 1, 5}, {2, 67, 4, 2, 16},
+                                 {1, 130, 2, 1, 32}};
+
+TEST(Attention, ForwardMatchesReference) {
+  for (const auto& s : kAttnShapes) {
+    SCOPED_TRACE(label(s));
+    auto qkv = uniform(qkv_size(s), 500, -1.5f, 1.5f);
+    std::vector<double> lse_ref;
+    auto want = ref_attention(to_double(qkv), s, &lse_ref);
+    DeviceBuf<float> d_qkv(qkv), d_out(want.size()), d_lse(lse_ref.size());
+    d_out.fill(kGarbage);
+    d_lse.fill(kGarbage);
+    backend().attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), s);
+    auto out = d_out.download();
+    auto lse = d_lse.download();
+    EXPECT_TRUE(close(out, want, kGemmTol)) << "out";
+    EXPECT_TRUE(close(lse, lse_ref, kGemmTol)) << "lse";
+    backend().attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), s);
+    EXPECT_TRUE(bits_equal(out, d_out.download()));
+    EXPECT_TRUE(bits_equal(lse, d_lse.download()));
+  }
+}
+
+TEST(Attention, FirstTokenSeesOnlyItself) {
+  // Causality made concrete: the output at t=0 is exactly its own v (one key, weight 1),
+  // whatever the later tokens hold; and lse at t=0 is its own scaled score.
+  const AttnShape s{1, 4, 2, 1, 4};
+  auto qkv = uniform(qkv_size(s), 510, -1.f, 1.f);
+  for (size_t i = s.qkv_stride(); i < qkv.size(); ++i) qkv[i] *= 100.f;  // loud future
+  DeviceBuf<float> d_qkv(qkv), d_out(static_cast<size_t>(s.T) * s.H * s.D), d_lse(s.H * s.T);
+  backend().attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), s);
+  auto out = d_out.download();
+  const float* v0 = qkv.data() + (s.H + s.Hkv) * s.D;
+  for (int h = 0; h < s.H; ++h)
+    for (int d = 0; d < s.D; ++d) EXPECT_NEAR(out[h * s.D + d], v0[d], 1e-6) << "h=" << h;
+}
+
+TEST(Attention, BackwardMatchesFiniteDifferences) {
+  for (const auto& s : kAttnShapes) {
+    SCOPED_TRACE(label(s));
+    const size_t n = qkv_size(s);
+    const size_t n_out = static_cast<size_t>(s.B) * s.T * s.H * s.D;
+    auto qkv = uniform(n, 520, -1.5f, 1.5f);
+    auto R = uniform(n_out, 521);
+    // Sample the inputs on the long shapes so the double reference stays cheap.
+    const size_t cost = static_cast<size_t>(s.B) * s.T * s.T * s.H * s.D;
+    auto idx = sample_indices(n, std::clamp<size_t>(200'000'000 / cost, 100, 2000), 522);
+    auto want = fd_grad([&](const std::vector<double>& v) { return dot(ref_attention(v, s), R); },
+                        to_double(qkv), idx);
+
+    DeviceBuf<float> d_qkv(qkv), d_out(n_out), d_lse(static_cast<size_t>(s.B) * s.H * s.T);
+    DeviceBuf<float> d_dout(R), d_dqkv(n);
+    backend().attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), s);
+    d_dqkv.fill(kGarbage);
+    backend().attention_backward(d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(),
+                                 s);
+    auto got = d_dqkv.download();
+    EXPECT_TRUE(close_at(got, want, idx, kGradTol)) << "dqkv";
+    // Each part on its own, so a wrong (or unwritten) q, k or v block is named.
+    const int stride = s.qkv_stride();
+    const int parts[4] = {0, s.H * s.D, (s.H + s.Hkv) * s.D, stride};
+    const char* names[3] = {"dq", "dk", "dv"};
+    for (int p = 0; p < 3; ++p) {
+      std::vector<size_t> sub;
+      for (size_t i : idx)
+        if (static_cast<int>(i % stride) >= parts[p] && static_cast<int>(i % stride) < parts[p + 1])
+          sub.push_back(i);
+      EXPECT_TRUE(close_at(got, want, sub, kGradTol)) << names[p];
+    }
+
+    d_dqkv.fill(kGarbage);
+    backend().attention_backward(d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(),
+                                 s);
+    EXPECT_TRUE(bits_equal(got, d_dqkv.download()));
+  }
+}
+
+TEST(Attention, BackwardWritesEveryEntry) {
+  // With dout = 0 every gradient is zero; garbage left anywhere means an entry was skipped.
+  for (const auto& s : kAttnShapes) {
+    SCOPED_TRACE(label(s));
+    const size_t n = qkv_size(s), n_out = static_cast<size_t>(s.B) * s.T * s.H * s.D;
+    DeviceBuf<float> d_qkv(uniform(n, 530)), d_out(n_out), d_dout(n_out), d_dqkv(n);
+    DeviceBuf<float> d_lse(static_cast<size_t>(s.B) * s.H * s.T);
+    backend().attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), s);
+    d_dqkv.fill(kGarbage);
+    backend().attention_backward(d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(),
+                                 s);
+    EXPECT_TRUE(close(d_dqkv.download(), std::vector<double>(n, 0.0), 0.0));
+  }
+}
+
+// ---- attention over a KV cache ------------------------------------------------------------------
+
+struct KvCase {
+  int H, Hkv, D, T, Tmax;
+  std::vector<int> chunks;  // new tokens per call; they add up to T
+};
+
+TEST(AttentionKv, ChunkedMatchesFullSequence) {
+  const KvCase cases[] = {{4, 2, 6, 11, 16, {3, 1, 4, 1, 2}},
+                          {3, 1, 8, 9, 9, {1, 1, 1, 1, 1, 1, 1, 1, 1}},
+                          {4, 4, 32, 40, 64, {40}},
+                          {8, 2, 16, 37, 48, {17, 1, 1, 18}}};
+  const float kCacheGarbage = 50.f;  // never-written cache slots must never be read
+  for (const auto& c : cases) {
+    const AttnShape full{1, c.T, c.H, c.Hkv, c.D};
+    // B=1; T is the cache capacity Tmax (the caches are (Tmax, Hkv, D)).
+    const AttnShape kv{1, c.Tmax, c.H, c.Hkv, c.D};
+    SCOPED_TRACE(label(full) + " Tmax=" + std::to_string(c.Tmax));
+    const int stride = full.qkv_stride(), HD = c.H * c.D, KD = c.Hkv * c.D;
+    auto qkv = uniform(qkv_size(full), 600, -1.5f, 1.5f);
+    auto want = ref_attention(to_double(qkv), full);
+
+    DeviceBuf<float> d_qkv(qkv), d_full(want.size()), d_lse(static_cast<size_t>(c.H) * c.T);
+    backend().attention_forward(d_full.get(), d_lse.get(), d_qkv.get(), full);
+    auto out_full = d_full.download();
+
+    std::vector<float> runs[2], kcache, vcache;
+    for (auto& got : runs) {
+      DeviceBuf<float> d_k(static_cast<size_t>(c.Tmax) * KD), d_v(static_cast<size_t>(c.Tmax) * KD);
+      d_k.fill(kCacheGarbage);
+      d_v.fill(kCacheGarbage);
+      int pos = 0;
+      for (int n : c.chunks) {
+        std::vector<float> chunk(qkv.begin() + static_cast<size_t>(pos) * stride,
+                                 qkv.begin() + static_cast<size_t>(pos + n) * stride);
+        DeviceBuf<float> d_chunk(chunk), d_out(static_cast<size_t>(n) * HD);
+        d_out.fill(kGarbage);
+        backend().attention_kv_forward(d_out.get(), d_k.get(), d_v.get(), d_chunk.get(), kv, pos,
+                                       n);
+        auto out = d_out.download();
+        got.insert(got.end(), out.begin(), out.end());
+        pos += n;
+      }
+      kcache = d_k.download();
+      vcache = d_v.download();
+    }
+    EXPECT_TRUE(close(runs[0], want, kGemmTol)) << "against the double reference";
+    EXPECT_TRUE(close(runs[0], to_double(out_full), kGemmTol)) << "against attention_forward";
+    EXPECT_TRUE(bits_equal(runs[0], runs[1])) << "not deterministic";
+
+    // The caches hold each token's k and v at its position; later slots are untouched.
+    std::vector<float> want_k(static_cast<size_t>(c.Tmax) * KD, kCacheGarbage), want_v = want_k;
+    for (int t = 0; t < c.T; ++t)
+      for (int i = 0; i < KD; ++i) {
+        want_k[static_cast<size_t>(t) * KD + i] = qkv[static_cast<size_t>(t) * stride + HD + i];
+        want_v[static_cast<size_t>(t) * KD + i] =
+            qkv[static_cast<size_t>(t) * stride + HD + KD + i];
+      }
+    EXPECT_TRUE(bits_equal(kcache, want_k)) << "kcache";
+    EXPECT_TRUE(bits_equal(vcache, want_v)) << "vcache";
+  }
+}
+
+}  // namespace
+}  // namespace tandem::test
