@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,8 @@ struct ModelCase {
   std::string name;
   ModelConfig cfg;
 };
+// gtest prints parameters in test names and failures; the name says which case it is.
+inline void PrintTo(const ModelCase& c, std::ostream* os) { *os << c.name; }
 
 inline ModelConfig small_config(int dim, int layers, int heads, int kv_heads, int hidden,
                                 bool tied, float theta = 10000.0f, float eps = 1e-5f) {

@@ -1,12 +1,14 @@
 // attention family: causal grouped-query attention over fused qkv rows. The forward keeps only
 // the output and the log-sum-exp per query; the backward recomputes the probabilities (as
-// flash attention does), so memory stays O(T) per head instead of O(T^2).
+// flash attention does), so saved activations stay O(T) per head; scratch is O(T^2) per thread.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
+#include "tandem/backend/cpu/blas.h"
 #include "tandem/backend/cpu/cpu_backend.h"
 
 namespace tandem {
@@ -52,21 +54,47 @@ std::vector<float>& scratch(size_t n) {
 
 }  // namespace
 
+// Training attention works per (batch, head) on whole score matrices with single-threaded
+// GEMMs (threads take different heads). Rows are handled in blocks of kRowBlock so the score
+// GEMMs skip most of the causally masked upper triangle.
+constexpr int kRowBlock = 64;
+
 void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, const AttnShape& s) {
-  const int B = s.B, T = s.T, H = s.H, D = s.D, stride = s.qkv_stride();
+  const int B = s.B, T = s.T, H = s.H, D = s.D, stride = s.qkv_stride(), HD = H * D;
   const int group = H / s.Hkv;
   const float scale = 1.0f / std::sqrt((float)D);
 #pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) collapse(2)
   for (int b = 0; b < B; ++b) {
     for (int h = 0; h < H; ++h) {
-      float* sc = scratch(T).data();
+      float* S = scratch((size_t)T * T).data();  // (T, T) scores, then probabilities
       const float* base = qkv + (size_t)b * T * stride;
-      const float* k0 = base + (H + h / group) * D;
-      const float* v0 = base + (H + s.Hkv + h / group) * D;
-      for (int t = 0; t < T; ++t) {
-        lse[((size_t)b * H + h) * T + t] =
-            attend_row(out + ((size_t)b * T + t) * H * D + h * D, sc,
-                       base + (size_t)t * stride + h * D, k0, v0, stride, t, D, scale);
+      const float* Q = base + h * D;
+      const float* K = base + (H + h / group) * D;
+      const float* Vv = base + (H + s.Hkv + h / group) * D;
+      float* O = out + (size_t)b * T * HD + h * D;
+      float* L = lse + ((size_t)b * H + h) * T;
+      for (int r0 = 0; r0 < T; r0 += kRowBlock) {
+        const int r1 = std::min(T, r0 + kRowBlock), rows = r1 - r0;
+        // S[r0:r1, 0:r1] = scale * Q[r0:r1] K[0:r1]^T
+        blas::sgemm(false, true, rows, r1, D, scale, Q + (size_t)r0 * stride, stride, K, stride,
+                    0.f, S + (size_t)r0 * T, T);
+        for (int t = r0; t < r1; ++t) {
+          float* row = S + (size_t)t * T;
+          float mx = -INFINITY;
+          for (int j = 0; j <= t; ++j) mx = std::max(mx, row[j]);
+          float sum = 0.f;
+          for (int j = 0; j <= t; ++j) {
+            row[j] = std::exp(row[j] - mx);
+            sum += row[j];
+          }
+          const float inv = 1.0f / sum;
+          for (int j = 0; j <= t; ++j) row[j] *= inv;
+          for (int j = t + 1; j < r1; ++j) row[j] = 0.f;
+          L[t] = mx + std::log(sum);
+        }
+        // O[r0:r1] = P[r0:r1, 0:r1] V[0:r1]
+        blas::sgemm(false, false, rows, D, r1, 1.f, S + (size_t)r0 * T, T, Vv, stride, 0.f,
+                    O + (size_t)r0 * HD, HD);
       }
     }
   }
@@ -75,43 +103,64 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, con
 void CpuBackend::attention_backward(float* dqkv, const float* dout, const float* qkv,
                                     const float* out, const float* lse, const AttnShape& s) {
   const int B = s.B, T = s.T, H = s.H, Hkv = s.Hkv, D = s.D, stride = s.qkv_stride();
-  const int group = H / Hkv;
+  const int HD = H * D, group = H / Hkv;
   const float scale = 1.0f / std::sqrt((float)D);
   // A thread owns one (batch, kv head): it writes dk, dv of that head and dq of its query
   // heads, so no two threads touch the same gradient and the sum order is fixed.
 #pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) collapse(2)
   for (int b = 0; b < B; ++b) {
     for (int kh = 0; kh < Hkv; ++kh) {
-      float* dp = scratch(T).data();
+      float* P = scratch((size_t)2 * T * T).data();  // probabilities, then dS
+      float* dP = P + (size_t)T * T;
       const float* base = qkv + (size_t)b * T * stride;
       float* dbase = dqkv + (size_t)b * T * stride;
-      const float* k0 = base + (H + kh) * D;
-      const float* v0 = base + (H + Hkv + kh) * D;
-      float* dk0 = dbase + (H + kh) * D;
-      float* dv0 = dbase + (H + Hkv + kh) * D;
+      const float* K = base + (H + kh) * D;
+      const float* Vv = base + (H + Hkv + kh) * D;
+      float* dK = dbase + (H + kh) * D;
+      float* dV = dbase + (H + Hkv + kh) * D;
       for (int t = 0; t < T; ++t) {
-        std::memset(dk0 + (size_t)t * stride, 0, sizeof(float) * D);
-        std::memset(dv0 + (size_t)t * stride, 0, sizeof(float) * D);
+        std::memset(dK + (size_t)t * stride, 0, sizeof(float) * D);
+        std::memset(dV + (size_t)t * stride, 0, sizeof(float) * D);
       }
       for (int h = kh * group; h < (kh + 1) * group; ++h) {
+        const float* Q = base + h * D;
+        const float* dO = dout + (size_t)b * T * HD + h * D;
+        const float* O = out + (size_t)b * T * HD + h * D;
+        const float* L = lse + ((size_t)b * H + h) * T;
+        float* dQ = dbase + h * D;
+        // P = exp(scale * Q K^T - lse), causal; dP = dO V^T (row blocks skip the masked part)
+        for (int r0 = 0; r0 < T; r0 += kRowBlock) {
+          const int r1 = std::min(T, r0 + kRowBlock), rows = r1 - r0;
+          blas::sgemm(false, true, rows, r1, D, scale, Q + (size_t)r0 * stride, stride, K,
+                      stride, 0.f, P + (size_t)r0 * T, T);
+          blas::sgemm(false, true, rows, r1, D, 1.f, dO + (size_t)r0 * HD, HD, Vv, stride, 0.f,
+                      dP + (size_t)r0 * T, T);
+        }
         for (int t = 0; t < T; ++t) {
-          const float* q = base + (size_t)t * stride + h * D;
-          const float* go = dout + ((size_t)b * T + t) * H * D + h * D;
-          const float* o = out + ((size_t)b * T + t) * H * D + h * D;
-          float* dq = dbase + (size_t)t * stride + h * D;
-          float l = lse[((size_t)b * H + h) * T + t];
-          float Dt = dot(go, o, D);
-          for (int d = 0; d < D; ++d) dq[d] = 0.f;
-          for (int j = 0; j <= t; ++j) {
-            float p = std::exp(scale * dot(q, k0 + (size_t)j * stride, D) - l);
-            float dpj = dot(go, v0 + (size_t)j * stride, D);
-            axpy(dv0 + (size_t)j * stride, p, go, D);
-            dp[j] = p * (dpj - Dt) * scale;  // gradient wrt the raw dot product
-          }
-          for (int j = 0; j <= t; ++j) {
-            axpy(dq, dp[j], k0 + (size_t)j * stride, D);
-            axpy(dk0 + (size_t)j * stride, dp[j], q, D);
-          }
+          float* prow = P + (size_t)t * T;
+          float* ds = dP + (size_t)t * T;  // dP row, overwritten in place by dS
+          const int rend = std::min(T, (t / kRowBlock + 1) * kRowBlock);
+          const float Dt = dot(dO + (size_t)t * HD, O + (size_t)t * HD, D);
+          for (int j = 0; j <= t; ++j) prow[j] = std::exp(prow[j] - L[t]);
+          for (int j = t + 1; j < rend; ++j) prow[j] = 0.f;
+          for (int j = 0; j <= t; ++j) ds[j] = prow[j] * (ds[j] - Dt) * scale;
+          for (int j = t + 1; j < rend; ++j) ds[j] = 0.f;
+        }
+        // Column blocks: keys [c0, c1) receive gradient only from queries t >= c0.
+        for (int c0 = 0; c0 < T; c0 += kRowBlock) {
+          const int c1 = std::min(T, c0 + kRowBlock), cols = c1 - c0, rows = T - c0;
+          // dV[c0:c1] += P[c0:T, c0:c1]^T dO[c0:T]
+          blas::sgemm(true, false, cols, D, rows, 1.f, P + (size_t)c0 * T + c0, T,
+                      dO + (size_t)c0 * HD, HD, 1.f, dV + (size_t)c0 * stride, stride);
+          // dK[c0:c1] += dS[c0:T, c0:c1]^T Q[c0:T]
+          blas::sgemm(true, false, cols, D, rows, 1.f, dP + (size_t)c0 * T + c0, T,
+                      Q + (size_t)c0 * stride, stride, 1.f, dK + (size_t)c0 * stride, stride);
+        }
+        // dQ[r0:r1] = dS[r0:r1, 0:r1] K[0:r1]
+        for (int r0 = 0; r0 < T; r0 += kRowBlock) {
+          const int r1 = std::min(T, r0 + kRowBlock), rows = r1 - r0;
+          blas::sgemm(false, false, rows, D, r1, 1.f, dP + (size_t)r0 * T, T, K, stride, 0.f,
+                      dQ + (size_t)r0 * stride, stride);
         }
       }
     }

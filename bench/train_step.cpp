@@ -1,0 +1,98 @@
+// Times Tandem training steps (forward + backward + AdamW) of a config on random tokens and
+// prints tokens/s, achieved FLOP/s as a fraction of the measured fp32 peak, and where the
+// time goes per kernel family (with --profile).
+//   train_step CONFIG.toml [--batch B] [--seq T] [--steps N] [--warmup W] [--threads K]
+//              [--profile]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "peak.h"
+#include "profiling_backend.h"
+#include "tandem/core/error.h"
+#include "tandem/core/rng.h"
+#include "tandem/model/llama.h"
+#include "tandem/train/config.h"
+#include "tandem/train/optimizer.h"
+
+using namespace tandem;
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: train_step CONFIG.toml [--batch B] [--seq T] [--steps N] "
+                         "[--warmup W] [--threads K] [--profile]\n");
+    return 2;
+  }
+  try {
+    RunConfig cfg = load_run_config(argv[1]);
+    int B = cfg.train.batch_size, T = cfg.train.seq_len, steps = 10, warmup = 2, threads = 2;
+    bool profile = false;
+    for (int i = 2; i < argc; ++i) {
+      std::string a = argv[i];
+      auto next = [&] { return i + 1 < argc ? std::atoi(argv[++i]) : 0; };
+      if (a == "--batch") B = next();
+      else if (a == "--seq") T = next();
+      else if (a == "--steps") steps = next();
+      else if (a == "--warmup") warmup = next();
+      else if (a == "--threads") threads = next();
+      else if (a == "--profile") profile = true;
+      else fail("unknown argument '" + a + "'");
+    }
+    auto cpu = make_backend(cfg.train.backend, threads);
+    bench::ProfilingBackend prof(*cpu);
+    Backend& be = profile ? static_cast<Backend&>(prof) : *cpu;
+    Llama model(cfg.model, be);
+    model.init(1);
+    AdamW opt(model, 0.9f, 0.95f, 1e-8f, 0.1f);
+    std::vector<int32_t> tokens((size_t)B * T), targets((size_t)B * T);
+    const int V = cfg.model.vocab_size;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      tokens[i] = (int32_t)(rng_u64(7, 0, i) % V);
+      targets[i] = (int32_t)(rng_u64(7, 1, i) % V);
+    }
+    std::vector<double> times;
+    for (int s = 0; s < warmup + steps; ++s) {
+      if (s == warmup) {
+        prof.seconds.clear();
+        prof.matmul_flops = 0;
+      }
+      auto t0 = std::chrono::steady_clock::now();
+      model.zero_grads();
+      model.forward(tokens.data(), B, T);
+      model.loss(targets.data(), 1.0f / (B * T), true);
+      model.backward();
+      clip_grad_norm(model, 1.0f);
+      opt.step(1e-4f, s + 1);
+      be.synchronize();
+      if (s >= warmup)
+        times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(times.begin(), times.end());
+    double med = times[times.size() / 2];
+    double tps = B * T / med;
+    double flops = tps * cfg.model.train_flops_per_token(T);
+    double peak = bench::measure_peak_flops(threads);
+    std::printf("config %s: batch %d x %d tokens, %d threads, %lld params\n", argv[1], B, T,
+                threads, (long long)cfg.model.num_params());
+    std::printf("tandem: median step %.4f s, %.0f tokens/s, %.1f GFLOP/s = %.1f%% of measured "
+                "fp32 peak %.1f GFLOP/s\n",
+                med, tps, flops / 1e9, 100 * flops / peak, peak / 1e9);
+    if (profile) {
+      double total = 0;
+      for (auto& [k, v] : prof.seconds) total += v;
+      for (auto& [k, v] : prof.seconds)
+        std::printf("  %-14s %8.4f s/step  %5.1f%%\n", k.c_str(), v / steps, 100 * v / total);
+      double mm = prof.matmul_flops / prof.seconds["matmul"];
+      std::printf("  matmul rate: %.1f GFLOP/s = %.1f%% of peak\n", mm / 1e9, 100 * mm / peak);
+    }
+    std::printf("RESULT tokens_per_s=%.1f step_s=%.5f flops_frac=%.4f\n", tps, med, flops / peak);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
