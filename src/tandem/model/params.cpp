@@ -10,35 +10,49 @@ namespace tandem {
 ParamLayout::ParamLayout(const ModelConfig& cfg) {
   const int64_t C = cfg.dim, F = cfg.hidden_dim, D = cfg.head_dim();
   const int64_t H = cfg.n_heads, Hkv = cfg.n_kv_heads, V = cfg.vocab_size;
+  // Tensors are listed in Hugging Face order; offsets put every decayed weight first and the
+  // norms last, so the optimizer covers the buffer in two contiguous ranges.
   auto add = [&](const std::string& name, std::vector<int64_t> shape, bool decay) {
     TensorInfo t;
     t.name = name;
     t.shape = shape;
     t.numel = 1;
     for (auto d : shape) t.numel *= d;
-    t.offset = total;
     t.decay = decay;
-    total += t.numel;
     tensors.push_back(t);
-    return t.offset;
   };
-  embed = add("model.embed_tokens.weight", {V, C}, true);
+  add("model.embed_tokens.weight", {V, C}, true);
   for (int l = 0; l < cfg.n_layers; ++l) {
     std::string p = "model.layers." + std::to_string(l) + ".";
-    LayerOffsets o;
-    o.ln1 = add(p + "input_layernorm.weight", {C}, false);
-    o.wqkv = add(p + "self_attn.q_proj.weight", {H * D, C}, true);
+    add(p + "input_layernorm.weight", {C}, false);
+    add(p + "self_attn.q_proj.weight", {H * D, C}, true);
     add(p + "self_attn.k_proj.weight", {Hkv * D, C}, true);
     add(p + "self_attn.v_proj.weight", {Hkv * D, C}, true);
-    o.wo = add(p + "self_attn.o_proj.weight", {C, H * D}, true);
-    o.ln2 = add(p + "post_attention_layernorm.weight", {C}, false);
-    o.wgateup = add(p + "mlp.gate_proj.weight", {F, C}, true);
+    add(p + "self_attn.o_proj.weight", {C, H * D}, true);
+    add(p + "post_attention_layernorm.weight", {C}, false);
+    add(p + "mlp.gate_proj.weight", {F, C}, true);
     add(p + "mlp.up_proj.weight", {F, C}, true);
-    o.wdown = add(p + "mlp.down_proj.weight", {C, F}, true);
-    layers.push_back(o);
+    add(p + "mlp.down_proj.weight", {C, F}, true);
   }
-  final_norm = add("model.norm.weight", {C}, false);
-  lm_head = cfg.tie_embeddings ? embed : add("lm_head.weight", {V, C}, true);
+  add("model.norm.weight", {C}, false);
+  if (!cfg.tie_embeddings) add("lm_head.weight", {V, C}, true);
+  for (bool decay : {true, false})
+    for (auto& t : tensors)
+      if (t.decay == decay) {
+        t.offset = total;
+        total += t.numel;
+        if (decay) decayed = total;
+      }
+  auto at = [&](const std::string& name) { return find(name)->offset; };
+  embed = at("model.embed_tokens.weight");
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    std::string p = "model.layers." + std::to_string(l) + ".";
+    layers.push_back({at(p + "input_layernorm.weight"), at(p + "self_attn.q_proj.weight"),
+                      at(p + "self_attn.o_proj.weight"), at(p + "post_attention_layernorm.weight"),
+                      at(p + "mlp.gate_proj.weight"), at(p + "mlp.down_proj.weight")});
+  }
+  final_norm = at("model.norm.weight");
+  lm_head = cfg.tie_embeddings ? embed : at("lm_head.weight");
 }
 
 const TensorInfo* ParamLayout::find(const std::string& name) const {

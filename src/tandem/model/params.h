@@ -1,6 +1,6 @@
 // The parameter buffer: every weight of the model lives in one allocation, carved into named
 // tensors with Hugging Face Llama names and [out, in] layouts. q/k/v and gate/up sit next to
-// each other so one GEMM computes all of them.
+// each other so one GEMM computes all of them; norms sit at the end (no weight decay).
 #pragma once
 
 #include <cstddef>
@@ -30,6 +30,8 @@ struct ParamLayout {
   std::vector<LayerOffsets> layers;
   size_t embed = 0, final_norm = 0, lm_head = 0;  // lm_head == embed when tied
   size_t total = 0;
+  size_t decayed = 0;  // floats [0, decayed) take weight decay, [decayed, total) do not
+
 
   explicit ParamLayout(const ModelConfig& cfg);
   const TensorInfo* find(const std::string& name) const;

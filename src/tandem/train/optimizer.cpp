@@ -19,11 +19,11 @@ AdamW::~AdamW() {
 
 void AdamW::step(float lr, int64_t t) {
   Backend& be = model_.backend();
-  for (const auto& ti : model_.layout().tensors) {
-    size_t o = ti.offset;
-    be.adamw(model_.params() + o, m_ + o, v_ + o, model_.grads() + o, ti.numel, lr, beta1_,
-             beta2_, eps_, ti.decay ? wd_ : 0.0f, t);
-  }
+  const ParamLayout& L = model_.layout();
+  float *p = model_.params(), *g = model_.grads();
+  be.adamw(p, m_, v_, g, L.decayed, lr, beta1_, beta2_, eps_, wd_, t);
+  be.adamw(p + L.decayed, m_ + L.decayed, v_ + L.decayed, g + L.decayed, L.total - L.decayed, lr,
+           beta1_, beta2_, eps_, 0.0f, t);
 }
 
 double clip_grad_norm(Llama& model, float clip) {
