@@ -10,6 +10,7 @@
 
 #include "tandem/backend/cpu/blas.h"
 #include "tandem/backend/cpu/cpu_backend.h"
+#include "tandem/backend/cpu/vexp.h"
 
 namespace tandem {
 namespace {
@@ -82,11 +83,7 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, con
           float* row = S + (size_t)t * T;
           float mx = -INFINITY;
           for (int j = 0; j <= t; ++j) mx = std::max(mx, row[j]);
-          float sum = 0.f;
-          for (int j = 0; j <= t; ++j) {
-            row[j] = std::exp(row[j] - mx);
-            sum += row[j];
-          }
+          const float sum = cpu::exp_shift_sum(row, row, t + 1, mx);
           const float inv = 1.0f / sum;
           for (int j = 0; j <= t; ++j) row[j] *= inv;
           for (int j = t + 1; j < r1; ++j) row[j] = 0.f;
@@ -141,7 +138,7 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
           float* ds = dP + (size_t)t * T;  // dP row, overwritten in place by dS
           const int rend = std::min(T, (t / kRowBlock + 1) * kRowBlock);
           const float Dt = dot(dO + (size_t)t * HD, O + (size_t)t * HD, D);
-          for (int j = 0; j <= t; ++j) prow[j] = std::exp(prow[j] - L[t]);
+          cpu::exp_shift_sum(prow, prow, t + 1, L[t]);
           for (int j = t + 1; j < rend; ++j) prow[j] = 0.f;
           for (int j = 0; j <= t; ++j) ds[j] = prow[j] * (ds[j] - Dt) * scale;
           for (int j = t + 1; j < rend; ++j) ds[j] = 0.f;

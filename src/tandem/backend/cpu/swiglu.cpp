@@ -1,9 +1,20 @@
 // swiglu family: out = silu(gate) * up, with gate and up side by side in each row.
-#include <cmath>
+#include <algorithm>
 
 #include "tandem/backend/cpu/cpu_backend.h"
+#include "tandem/backend/cpu/vexp.h"
 
 namespace tandem {
+namespace {
+constexpr int kBlock = 256;  // sigmoid computed a block at a time into a stack buffer
+
+// s[i] = sigmoid(g[i]) for i < n
+inline void sigmoid(float* s, const float* g, int n) {
+  for (int i = 0; i < n; ++i) s[i] = -g[i];
+  cpu::exp_inplace(s, n);
+  for (int i = 0; i < n; ++i) s[i] = 1.0f / (1.0f + s[i]);
+}
+}  // namespace
 
 void CpuBackend::swiglu_forward(float* out, const float* gateup, int N, int F) {
 #pragma omp parallel for num_threads(threads_) schedule(static)
@@ -11,7 +22,12 @@ void CpuBackend::swiglu_forward(float* out, const float* gateup, int N, int F) {
     const float* g = gateup + (size_t)n * 2 * F;
     const float* u = g + F;
     float* o = out + (size_t)n * F;
-    for (int i = 0; i < F; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    alignas(64) float s[kBlock];
+    for (int i0 = 0; i0 < F; i0 += kBlock) {
+      const int m = std::min(kBlock, F - i0);
+      sigmoid(s, g + i0, m);
+      for (int i = 0; i < m; ++i) o[i0 + i] = g[i0 + i] * s[i] * u[i0 + i];
+    }
   }
 }
 
@@ -24,11 +40,16 @@ void CpuBackend::swiglu_backward(float* dgateup, const float* dout, const float*
     const float* d = dout + (size_t)n * F;
     float* dg = dgateup + (size_t)n * 2 * F;
     float* du = dg + F;
-    for (int i = 0; i < F; ++i) {
-      float s = 1.0f / (1.0f + std::exp(-g[i]));
-      float silu = g[i] * s;
-      du[i] = d[i] * silu;
-      dg[i] = d[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    alignas(64) float s[kBlock];
+    for (int i0 = 0; i0 < F; i0 += kBlock) {
+      const int m = std::min(kBlock, F - i0);
+      sigmoid(s, g + i0, m);
+      for (int j = 0; j < m; ++j) {
+        const int i = i0 + j;
+        const float sg = s[j], silu = g[i] * sg;
+        du[i] = d[i] * silu;
+        dg[i] = d[i] * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
+      }
     }
   }
 }
