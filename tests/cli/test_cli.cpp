@@ -30,10 +30,20 @@ std::string quote(const std::string& s) {
 
 // Runs `tandem ARGS...` inside `dir`, capturing stdout, stderr and the exit status.
 Result tandem(const TempDir& dir, const std::vector<std::string>& args) {
-  std::string cmd = "cd " + quote(dir.path().string()) + " && " + quote(TANDEM_BIN);
-  for (const auto& a : args) cmd += " " + quote(a);
+  // Appends piece by piece: GCC 12 warns (-Wrestrict, falsely) on "literal" + std::string&&.
+  std::string cmd = "cd ";
+  cmd += quote(dir.path().string());
+  cmd += " && ";
+  cmd += quote(TANDEM_BIN);
+  for (const auto& a : args) {
+    cmd += ' ';
+    cmd += quote(a);
+  }
   const std::string out = dir.file(".stdout"), err = dir.file(".stderr");
-  cmd += " > " + quote(out) + " 2> " + quote(err);
+  cmd += " > ";
+  cmd += quote(out);
+  cmd += " 2> ";
+  cmd += quote(err);
   const int status = std::system(cmd.c_str());
   Result r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

@@ -49,12 +49,12 @@ void add_generate(CLI::App& app, Action& action) {
       std::fflush(stdout);
       auto t0 = std::chrono::steady_clock::now();
       const std::vector<float>* logits = &eng.feed(ids.data(), (int)ids.size());
-      size_t prompt_len = ids.size();
       int produced = 0;
-      for (; produced < a->max_tokens && eng.position() < ctx; ++produced) {
+      while (produced < a->max_tokens) {
         int32_t next = sample_token(*logits, a->sp, ids.size());
         if (next == lm.tokenizer->eos_id()) break;
         ids.push_back(next);
+        ++produced;
         std::fputs(lm.tokenizer->decode_piece(std::span<const int32_t>(ids)).c_str(),
                    stdout);
         std::fflush(stdout);

@@ -116,6 +116,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   model.reserve(B, T);
   model.zero_grads();
 
+  g_stop = 0;
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   const bool tty = isatty(STDERR_FILENO);
@@ -194,7 +195,10 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   }
   if (tty && opts.progress) std::fprintf(stderr, "\n");
   if (g_stop) std::fprintf(stderr, "[train] interrupted at step %lld: saving a checkpoint\n", (long long)step);
-  if (step > first_step || res.last_checkpoint.empty()) save();
+  if (step > first_step)
+    save();
+  else if (latest)
+    res.last_checkpoint = *latest;  // nothing new to save: the run was already complete
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
   res.step = step;
