@@ -11,10 +11,15 @@ steps=${STEPS:-6}
 bin=./build/bench/train_step
 [ -x "$bin" ] || { echo "build first: ninja -C build train_step" >&2; exit 1; }
 t_res=(); p_res=()
+result() { sed -n 's/^RESULT tokens_per_s=\([0-9.]*\).*/\1/p'; }
 for r in $(seq "$rounds"); do
-  t=$($bin "$config" --threads "$threads" --steps "$steps" "$@" | tee /dev/stderr | sed -n 's/^RESULT tokens_per_s=\([0-9.]*\).*/\1/p')
-  p=$(env -u OPENBLAS_CORETYPE /usr/bin/python3 bench/torch_train.py "$config" --threads "$threads" --steps "$steps" "$@" | tee /dev/stderr | sed -n 's/^RESULT tokens_per_s=\([0-9.]*\).*/\1/p')
-  t_res+=("$t"); p_res+=("$p")
+  out=$($bin "$config" --threads "$threads" --steps "$steps" "$@")
+  echo "$out"
+  t_res+=("$(echo "$out" | result)")
+  out=$(env -u OPENBLAS_CORETYPE /usr/bin/python3 bench/torch_train.py "$config" \
+          --threads "$threads" --steps "$steps" "$@")
+  echo "$out"
+  p_res+=("$(echo "$out" | result)")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 tm=$(median "${t_res[@]}"); pm=$(median "${p_res[@]}")

@@ -9,14 +9,18 @@ void CpuBackend::adamw(float* p, float* m, float* v, const float* g, size_t n, f
                        float beta1, float beta2, float eps, float wd, int64_t t) {
   float c1 = 1.0f - (float)std::pow((double)beta1, (double)t);
   float c2 = 1.0f - (float)std::pow((double)beta2, (double)t);
-#pragma omp parallel for num_threads(threads_) schedule(static)
+  float* __restrict pp = p;
+  float* __restrict mp = m;
+  float* __restrict vp = v;
+  const float* __restrict gp = g;
+  const float inv_c1 = 1.0f / c1, inv_c2 = 1.0f / c2;
+#pragma omp parallel for simd num_threads(threads_) schedule(static)
   for (size_t i = 0; i < n; ++i) {
-    float mi = beta1 * m[i] + (1.0f - beta1) * g[i];
-    float vi = beta2 * v[i] + (1.0f - beta2) * g[i] * g[i];
-    m[i] = mi;
-    v[i] = vi;
-    float mhat = mi / c1, vhat = vi / c2;
-    p[i] -= lr * (mhat / (std::sqrt(vhat) + eps) + wd * p[i]);
+    float mi = beta1 * mp[i] + (1.0f - beta1) * gp[i];
+    float vi = beta2 * vp[i] + (1.0f - beta2) * gp[i] * gp[i];
+    mp[i] = mi;
+    vp[i] = vi;
+    pp[i] -= lr * (mi * inv_c1 / (std::sqrt(vi * inv_c2) + eps) + wd * pp[i]);
   }
 }
 
