@@ -44,17 +44,29 @@ void BM_matmul_forward(benchmark::State& st) {
   const int M = N, n = (int)st.range(0), K = (int)st.range(1);
   Buf x((size_t)M * K), w((size_t)n * K), out((size_t)M * n);
   for (auto _ : st) be().matmul_forward(out.p, x.p, w.p, M, n, K), be().synchronize();
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * n * K, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  st.counters["GFLOP/s"] = benchmark::Counter(
+      2.0 * M * n * K, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
-BENCHMARK(BM_matmul_forward)->Args({3 * C, C})->Args({2 * F, C})->Args({C, F})->Args({V, C})->UseRealTime();
+BENCHMARK(BM_matmul_forward)
+    ->Args({3 * C, C})
+    ->Args({2 * F, C})
+    ->Args({C, F})
+    ->Args({V, C})
+    ->UseRealTime();
 
 void BM_matmul_backward(benchmark::State& st) {
   const int M = N, n = (int)st.range(0), K = (int)st.range(1);
   Buf x((size_t)M * K), w((size_t)n * K), g((size_t)M * n), dx((size_t)M * K), dw((size_t)n * K);
   for (auto _ : st) be().matmul_backward(dx.p, dw.p, g.p, x.p, w.p, M, n, K), be().synchronize();
-  st.counters["GFLOP/s"] = benchmark::Counter(4.0 * M * n * K, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  st.counters["GFLOP/s"] = benchmark::Counter(
+      4.0 * M * n * K, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
-BENCHMARK(BM_matmul_backward)->Args({3 * C, C})->Args({2 * F, C})->Args({C, F})->Args({V, C})->UseRealTime();
+BENCHMARK(BM_matmul_backward)
+    ->Args({3 * C, C})
+    ->Args({2 * F, C})
+    ->Args({C, F})
+    ->Args({V, C})
+    ->UseRealTime();
 
 void BM_attention(benchmark::State& st) {
   AttnShape s{8, 256, H, H, D};
@@ -63,13 +75,16 @@ void BM_attention(benchmark::State& st) {
   const bool bwd = st.range(0);
   be().attention_forward(out.p, lse.p, qkv.p, s);
   for (auto _ : st) {
-    if (bwd) be().attention_backward(dqkv.p, dout.p, qkv.p, out.p, lse.p, s);
-    else be().attention_forward(out.p, lse.p, qkv.p, s);
+    if (bwd)
+      be().attention_backward(dqkv.p, dout.p, qkv.p, out.p, lse.p, s);
+    else
+      be().attention_forward(out.p, lse.p, qkv.p, s);
     be().synchronize();
   }
   // causal: half of the 4*T*T*D multiply-adds per head forward, twice that backward
   double flops = 2.0 * 8 * H * 256.0 * 256 * D * (bwd ? 2 : 1);
-  st.counters["GFLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  st.counters["GFLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_attention)->Arg(0)->Arg(1)->UseRealTime();
 
@@ -93,7 +108,8 @@ void BM_cross_entropy(benchmark::State& st) {
   for (int i = 0; i < N; ++i) t[i] = (int32_t)(rng_u64(5, 0, i) % V);
   auto* td = static_cast<int32_t*>(be().alloc(N * sizeof(int32_t)));
   be().to_device(td, t.data(), N * sizeof(int32_t));
-  for (auto _ : st) be().cross_entropy(losses.p, nullptr, logits.p, td, N, V, 1.f), be().synchronize();
+  for (auto _ : st)
+    be().cross_entropy(losses.p, nullptr, logits.p, td, N, V, 1.f), be().synchronize();
   st.SetBytesProcessed(st.iterations() * (int64_t)N * V * 4);
   be().release(td);
 }
@@ -103,7 +119,8 @@ void BM_adamw(benchmark::State& st) {
   const size_t n = 7'000'000;
   Buf p(n), m(n), v(n), g(n);
   int64_t t = 1;
-  for (auto _ : st) be().adamw(p.p, m.p, v.p, g.p, n, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, t++), be().synchronize();
+  for (auto _ : st)
+    be().adamw(p.p, m.p, v.p, g.p, n, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, t++), be().synchronize();
   st.SetBytesProcessed(st.iterations() * (int64_t)n * 4 * 7);
 }
 BENCHMARK(BM_adamw)->UseRealTime();

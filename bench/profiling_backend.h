@@ -18,9 +18,15 @@ class ProfilingBackend final : public Backend {
 
   void* alloc(size_t n) override { return b_.alloc(n); }
   void release(void* p) override { b_.release(p); }
-  void to_device(void* d, const void* s, size_t n) override { t("copy", [&] { b_.to_device(d, s, n); }); }
-  void to_host(void* d, const void* s, size_t n) override { t("copy", [&] { b_.to_host(d, s, n); }); }
-  void zero(void* p, size_t n) override { t("zero", [&] { b_.zero(p, n); }); }
+  void to_device(void* d, const void* s, size_t n) override {
+    t("copy", [&] { b_.to_device(d, s, n); });
+  }
+  void to_host(void* d, const void* s, size_t n) override {
+    t("copy", [&] { b_.to_host(d, s, n); });
+  }
+  void zero(void* p, size_t n) override {
+    t("zero", [&] { b_.zero(p, n); });
+  }
   void synchronize() override { b_.synchronize(); }
   void embedding_forward(float* o, const int32_t* tk, const float* tb, int N, int C) override {
     t("embedding", [&] { b_.embedding_forward(o, tk, tb, N, C); });
@@ -28,7 +34,8 @@ class ProfilingBackend final : public Backend {
   void embedding_backward(float* d, const float* g, const int32_t* tk, int N, int C) override {
     t("embedding", [&] { b_.embedding_backward(d, g, tk, N, C); });
   }
-  void rmsnorm_forward(float* o, float* r, const float* x, const float* w, int N, int C, float e) override {
+  void rmsnorm_forward(float* o, float* r, const float* x, const float* w, int N, int C,
+                       float e) override {
     t("rmsnorm", [&] { b_.rmsnorm_forward(o, r, x, w, N, C, e); });
   }
   void rmsnorm_backward(float* dx, float* dw, const float* g, const float* x, const float* w,
@@ -63,7 +70,8 @@ class ProfilingBackend final : public Backend {
   void add(float* o, const float* a, const float* b, size_t n) override {
     t("add", [&] { b_.add(o, a, b, n); });
   }
-  void cross_entropy(float* l, float* d, const float* x, const int32_t* tg, int N, int V, float s) override {
+  void cross_entropy(float* l, float* d, const float* x, const int32_t* tg, int N, int V,
+                     float s) override {
     t("cross_entropy", [&] { b_.cross_entropy(l, d, x, tg, N, V, s); });
   }
   void adamw(float* p, float* m, float* v, const float* g, size_t n, float lr, float b1, float b2,
@@ -75,14 +83,16 @@ class ProfilingBackend final : public Backend {
     t("norm", [&] { r = b_.sum_squares(x, n); });
     return r;
   }
-  void scale(float* x, size_t n, float s) override { t("norm", [&] { b_.scale(x, n, s); }); }
+  void scale(float* x, size_t n, float s) override {
+    t("norm", [&] { b_.scale(x, n, s); });
+  }
   bool all_finite(const float* x, size_t n) override {
     bool r = true;
     t("finite", [&] { r = b_.all_finite(x, n); });
     return r;
   }
-  void attention_kv_forward(float* o, float* k, float* v, const float* q, const AttnShape& s,
-                            int p, int n) override {
+  void attention_kv_forward(float* o, float* k, float* v, const float* q, const AttnShape& s, int p,
+                            int n) override {
     t("attention_kv", [&] { b_.attention_kv_forward(o, k, v, q, s, p, n); });
   }
   double matmul_flops = 0;

@@ -23,8 +23,9 @@ using namespace tandem;
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: train_step CONFIG.toml [--batch B] [--seq T] [--steps N] "
-                         "[--warmup W] [--threads K] [--profile]\n");
+    std::fprintf(stderr,
+                 "usage: train_step CONFIG.toml [--batch B] [--seq T] [--steps N] "
+                 "[--warmup W] [--threads K] [--profile]\n");
     return 2;
   }
   try {
@@ -34,13 +35,20 @@ int main(int argc, char** argv) {
     for (int i = 2; i < argc; ++i) {
       std::string a = argv[i];
       auto next = [&] { return i + 1 < argc ? std::atoi(argv[++i]) : 0; };
-      if (a == "--batch") B = next();
-      else if (a == "--seq") T = next();
-      else if (a == "--steps") steps = next();
-      else if (a == "--warmup") warmup = next();
-      else if (a == "--threads") threads = next();
-      else if (a == "--profile") profile = true;
-      else fail("unknown argument '" + a + "'");
+      if (a == "--batch")
+        B = next();
+      else if (a == "--seq")
+        T = next();
+      else if (a == "--steps")
+        steps = next();
+      else if (a == "--warmup")
+        warmup = next();
+      else if (a == "--threads")
+        threads = next();
+      else if (a == "--profile")
+        profile = true;
+      else
+        fail("unknown argument '" + a + "'");
     }
     auto cpu = make_backend(cfg.train.backend, threads);
     bench::ProfilingBackend prof(*cpu);
@@ -69,7 +77,8 @@ int main(int argc, char** argv) {
       opt.step(1e-4f, s + 1);
       be.synchronize();
       if (s >= warmup)
-        times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        times.push_back(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(times.begin(), times.end());
     double med = times[times.size() / 2];
@@ -78,9 +87,10 @@ int main(int argc, char** argv) {
     double peak = bench::measure_peak_flops(threads);
     std::printf("config %s: batch %d x %d tokens, %d threads, %lld params\n", argv[1], B, T,
                 threads, (long long)cfg.model.num_params());
-    std::printf("tandem: median step %.4f s, %.0f tokens/s, %.1f GFLOP/s = %.1f%% of measured "
-                "fp32 peak %.1f GFLOP/s\n",
-                med, tps, flops / 1e9, 100 * flops / peak, peak / 1e9);
+    std::printf(
+        "tandem: median step %.4f s, %.0f tokens/s, %.1f GFLOP/s = %.1f%% of measured "
+        "fp32 peak %.1f GFLOP/s\n",
+        med, tps, flops / 1e9, 100 * flops / peak, peak / 1e9);
     if (profile) {
       double total = 0;
       for (auto& [k, v] : prof.seconds) total += v;

@@ -109,8 +109,8 @@ TEST(Cli, TrainUnknownKey) {
 TEST(Cli, DataPrepareEmptyCorpus) {
   TempDir dir;
   test::write_text(dir.file("empty.txt"), "");
-  Result r = tandem(dir, {"data", "prepare", "-i", "empty.txt", "-o", "out/ds", "--vocab-size",
-                          "384"});
+  Result r =
+      tandem(dir, {"data", "prepare", "-i", "empty.txt", "-o", "out/ds", "--vocab-size", "384"});
   EXPECT_NE(r.code, 0);
   EXPECT_EQ(r.err_lines(), 1) << r.err;
   EXPECT_TRUE(has(r.err, "empty.txt")) << r.err;
@@ -158,8 +158,8 @@ TEST(Cli, PrepareTrainGenerate) {
   TempDir dir;
   const std::string ck = trained_checkpoint(dir);
   ASSERT_TRUE(fs::exists(ck + "/manifest.json"));
-  const std::vector<std::string> common = {"generate", "-c", ck, "-p", "The king", "-n", "20",
-                                           "--threads", "2"};
+  const std::vector<std::string> common = {"generate", "-c", ck,          "-p", "The king",
+                                           "-n",       "20", "--threads", "2"};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> a = common;
     a.insert(a.end(), extra.begin(), extra.end());

@@ -24,8 +24,8 @@ struct ModelCase {
 // gtest prints parameters in test names and failures; the name says which case it is.
 inline void PrintTo(const ModelCase& c, std::ostream* os) { *os << c.name; }
 
-inline ModelConfig small_config(int dim, int layers, int heads, int kv_heads, int hidden,
-                                bool tied, float theta = 10000.0f, float eps = 1e-5f) {
+inline ModelConfig small_config(int dim, int layers, int heads, int kv_heads, int hidden, bool tied,
+                                float theta = 10000.0f, float eps = 1e-5f) {
   ModelConfig c;
   c.dim = dim;
   c.n_layers = layers;

@@ -65,8 +65,8 @@ TEST_P(GradCheck, SingleParametersMatchFiniteDifferences) {
     const CentralDiff cd = central_diff(m, b, p0, r.grads, {{best, 1.0f}}, eps);
     const double fd = cd.fd, g = cd.predicted;
     const double err = std::fabs(fd - g) / std::max(std::fabs(g), 1e-3);
-    std::printf("  %-48s [%6zu] grad % .6e  fd % .6e  rel %.2e\n", t.name.c_str(),
-                best - t.offset, g, fd, err);
+    std::printf("  %-48s [%6zu] grad % .6e  fd % .6e  rel %.2e\n", t.name.c_str(), best - t.offset,
+                g, fd, err);
     EXPECT_LE(err, 1e-2) << t.name << " element " << best - t.offset;
     ++checked;
   }

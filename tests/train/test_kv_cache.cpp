@@ -169,7 +169,8 @@ TEST_P(KvCache, ResetReproducesBitsAndCapacityIsEnforced) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, KvCache,
-                         ::testing::Values(KvCase{"gqa_tied", 2, true}, KvCase{"mha_untied", 4, false},
+                         ::testing::Values(KvCase{"gqa_tied", 2, true},
+                                           KvCase{"mha_untied", 4, false},
                                            KvCase{"mqa_tied", 1, true}),
                          [](const auto& info) { return std::string(info.param.name); });
 

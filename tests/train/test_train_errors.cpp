@@ -36,7 +36,8 @@ std::string config_error(const std::string& text) {
 }
 
 void expect_mentions(const std::string& msg, std::initializer_list<const char*> parts) {
-  for (const char* p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  for (const char* p : parts)
+    EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
 }
 
 TEST(RunConfig, TinyConfigParses) {
@@ -87,7 +88,8 @@ TEST(RunConfig, SeqLenLongerThanContext) {
 }
 
 TEST(RunConfig, OutOfRangeValues) {
-  expect_mentions(config_error(edit("max_steps = 12", "max_steps = 0")), {kSource, "train.max_steps"});
+  expect_mentions(config_error(edit("max_steps = 12", "max_steps = 0")),
+                  {kSource, "train.max_steps"});
   expect_mentions(config_error(edit("grad_accum = 1", "grad_accum = -1")),
                   {kSource, "train.grad_accum"});
   expect_mentions(config_error(edit("lr = 0.003", "lr = -0.1")), {kSource, "train.lr"});

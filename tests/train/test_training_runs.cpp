@@ -235,7 +235,8 @@ TEST_F(TrainingRuns, LossFalls) {
   auto loss = test::metric_series(a.out_dir + "/metrics.jsonl", "loss");
   ASSERT_EQ(loss.size(), 60u);
   double first = 0, last = 0;
-  for (int i = 0; i < 3; ++i) first += loss[i].second / 3, last += loss[loss.size() - 1 - i].second / 3;
+  for (int i = 0; i < 3; ++i)
+    first += loss[i].second / 3, last += loss[loss.size() - 1 - i].second / 3;
   // Starts near ln(V) (uniform), ends far below it.
   EXPECT_NEAR(first, std::log((double)test::kVocab), 0.5);
   EXPECT_LT(last, first - 2.0) << "first " << first << " last " << last;

@@ -33,8 +33,7 @@ class TempDir {
     std::string name = info ? std::string(info->test_suite_name()) + "-" + info->name() : "suite";
     for (char& c : name)
       if (c == '/') c = '_';
-    path_ = fs::temp_directory_path() /
-            ("tandem-test-" + name + "-" + std::to_string(::getpid()));
+    path_ = fs::temp_directory_path() / ("tandem-test-" + name + "-" + std::to_string(::getpid()));
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -85,14 +84,14 @@ inline void flip_byte(const std::string& path, std::streamoff offset = -1, char 
 // `lines` deterministic English-like sentences with a strong, learnable structure (a small
 // word set in mostly fixed phrases), so a tiny model's loss falls visibly within ~40 steps.
 inline std::string make_corpus(int lines, uint64_t seed = 11) {
-  static const char* subjects[] = {"the king", "the people", "the man", "moses", "the children",
-                                   "the lord", "a woman", "the city"};
-  static const char* verbs[] = {"went up to", "came unto", "spake unto", "looked upon",
-                                "dwelt in", "built"};
-  static const char* objects[] = {"the house", "the river", "the mountain", "the land of egypt",
-                                  "the gate", "the temple", "jerusalem", "the great sea"};
-  static const char* tails[] = {"in those days", "and it was good", "for ever",
-                                "as it is written", "that same night"};
+  static const char* subjects[] = {"the king",     "the people", "the man", "moses",
+                                   "the children", "the lord",   "a woman", "the city"};
+  static const char* verbs[] = {"went up to",  "came unto", "spake unto",
+                                "looked upon", "dwelt in",  "built"};
+  static const char* objects[] = {"the house", "the river",  "the mountain", "the land of egypt",
+                                  "the gate",  "the temple", "jerusalem",    "the great sea"};
+  static const char* tails[] = {"in those days", "and it was good", "for ever", "as it is written",
+                                "that same night"};
   uint64_t s = seed;
   auto next = [&](int n) {
     s = s * 6364136223846793005ull + 1442695040888963407ull;
@@ -100,11 +99,11 @@ inline std::string make_corpus(int lines, uint64_t seed = 11) {
   };
   std::string out;
   for (int i = 0; i < lines; ++i) {
-    std::string line = std::string(subjects[next(8)]) + " " + verbs[next(6)] + " " +
-                       objects[next(8)];
+    std::string line =
+        std::string(subjects[next(8)]) + " " + verbs[next(6)] + " " + objects[next(8)];
     if (next(3) == 0) line += std::string(", ") + tails[next(5)];
-    line += next(4) == 0 ? ", and " + std::string(subjects[next(8)]) + " " + verbs[next(6)] +
-                               " " + objects[next(8)] + "."
+    line += next(4) == 0 ? ", and " + std::string(subjects[next(8)]) + " " + verbs[next(6)] + " " +
+                               objects[next(8)] + "."
                          : ".";
     line[0] = static_cast<char>(line[0] - 'a' + 'A');
     out += line + "\n";

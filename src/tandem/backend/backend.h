@@ -17,11 +17,11 @@ namespace tandem {
 
 // Layout of the fused attention input: each token's row holds [q (H*D) | k (Hkv*D) | v (Hkv*D)].
 struct AttnShape {
-  int B = 1;       // batch
-  int T = 1;       // sequence length
-  int H = 1;       // query heads
-  int Hkv = 1;     // key/value heads; divides H
-  int D = 1;       // head dimension
+  int B = 1;    // batch
+  int T = 1;    // sequence length
+  int H = 1;    // query heads
+  int Hkv = 1;  // key/value heads; divides H
+  int D = 1;    // head dimension
   int qkv_stride() const { return (H + 2 * Hkv) * D; }
 };
 
@@ -39,7 +39,7 @@ class Backend {
   virtual void synchronize() = 0;
 
   // ---- embedding -----------------------------------------------------------------------
-  virtual void embedding_forward(float* out,            // (N, C)
+  virtual void embedding_forward(float* out,             // (N, C)
                                  const int32_t* tokens,  // (N)
                                  const float* table,     // (V, C)
                                  int N, int C) = 0;
@@ -85,16 +85,16 @@ class Backend {
                                  float* lse,        // (B, H, T) log-sum-exp saved for backward
                                  const float* qkv,  // (B, T, qkv_stride)
                                  const AttnShape& s) = 0;
-  virtual void attention_backward(float* dqkv,       // (B, T, qkv_stride) written
-                                  const float* dout, // (B, T, H, D)
-                                  const float* qkv,  // (B, T, qkv_stride)
-                                  const float* out,  // (B, T, H, D)
-                                  const float* lse,  // (B, H, T)
+  virtual void attention_backward(float* dqkv,        // (B, T, qkv_stride) written
+                                  const float* dout,  // (B, T, H, D)
+                                  const float* qkv,   // (B, T, qkv_stride)
+                                  const float* out,   // (B, T, H, D)
+                                  const float* lse,   // (B, H, T)
                                   const AttnShape& s) = 0;
 
   // ---- SwiGLU: out = silu(gate) * up, gate and up side by side in one row -----------------
-  virtual void swiglu_forward(float* out,          // (N, F)
-                              const float* gateup, // (N, 2F) = [gate | up]
+  virtual void swiglu_forward(float* out,           // (N, F)
+                              const float* gateup,  // (N, 2F) = [gate | up]
                               int N, int F) = 0;
   virtual void swiglu_backward(float* dgateup,       // (N, 2F) written
                                const float* dout,    // (N, F)
@@ -108,10 +108,10 @@ class Backend {
   // losses[n] = -log softmax(logits[n])[targets[n]]; targets[n] < 0 masks the row (loss 0,
   // zero gradient). If dlogits is non-null it receives dscale * (softmax - onehot); it may
   // alias logits.
-  virtual void cross_entropy(float* losses,          // (N)
-                             float* dlogits,         // (N, V) or null
-                             const float* logits,    // (N, V)
-                             const int32_t* targets, // (N)
+  virtual void cross_entropy(float* losses,           // (N)
+                             float* dlogits,          // (N, V) or null
+                             const float* logits,     // (N, V)
+                             const int32_t* targets,  // (N)
                              int N, int V, float dscale) = 0;
 
   // ---- optimizer and gradient utilities -----------------------------------------------------
@@ -130,10 +130,10 @@ class Backend {
   // qkv holds n new tokens at positions pos0..pos0+n-1 (rope already applied). Their k and v
   // are appended to the caches at those positions, then each query attends causally to
   // cache positions 0..pos.
-  virtual void attention_kv_forward(float* out,       // (n, H, D)
-                                    float* kcache,    // (Tmax, Hkv, D)
-                                    float* vcache,    // (Tmax, Hkv, D)
-                                    const float* qkv, // (n, qkv_stride)
+  virtual void attention_kv_forward(float* out,        // (n, H, D)
+                                    float* kcache,     // (Tmax, Hkv, D)
+                                    float* vcache,     // (Tmax, Hkv, D)
+                                    const float* qkv,  // (n, qkv_stride)
                                     const AttnShape& s, int pos0, int n) = 0;
 };
 

@@ -55,14 +55,14 @@ void add_generate(CLI::App& app, Action& action) {
         if (next == lm.tokenizer->eos_id()) break;
         ids.push_back(next);
         ++produced;
-        std::fputs(lm.tokenizer->decode_piece(std::span<const int32_t>(ids)).c_str(),
-                   stdout);
+        std::fputs(lm.tokenizer->decode_piece(std::span<const int32_t>(ids)).c_str(), stdout);
         std::fflush(stdout);
         if (eng.position() >= ctx) break;
         logits = &eng.feed(&next, 1);
       }
       double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::printf("\n");
+      std::fflush(stdout);
       std::fprintf(stderr, "[generate] %d tokens in %.2f s (%.1f tok/s)\n", produced, s,
                    produced / s);
     };

@@ -14,11 +14,12 @@ class Error : public std::runtime_error {
 };
 
 [[noreturn]] void fail(const std::string& msg);
-[[noreturn]] void check_failed(const char* file, int line, const char* expr, const std::string& msg);
+[[noreturn]] void check_failed(const char* file, int line, const char* expr,
+                               const std::string& msg);
 
 }  // namespace tandem
 
-#define TANDEM_CHECK(cond, ...)                                                   \
-  do {                                                                            \
+#define TANDEM_CHECK(cond, ...)                                                               \
+  do {                                                                                        \
     if (!(cond)) ::tandem::check_failed(__FILE__, __LINE__, #cond, std::string{__VA_ARGS__}); \
   } while (0)

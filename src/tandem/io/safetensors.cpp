@@ -45,7 +45,8 @@ std::string safetensors_serialize(const StFile& f) {
   if (!f.metadata.empty()) h["__metadata__"] = f.metadata;
   size_t off = 0;
   for (const auto& t : f.tensors) {
-    h[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {off, off + t.data.size()}}};
+    h[t.name] = {
+        {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {off, off + t.data.size()}}};
     off += t.data.size();
   }
   std::string header = h.dump();
@@ -105,6 +106,8 @@ StFile safetensors_parse(const std::string& bytes, const std::string& what) {
   return f;
 }
 
-StFile safetensors_load(const std::string& path) { return safetensors_parse(read_file(path), path); }
+StFile safetensors_load(const std::string& path) {
+  return safetensors_parse(read_file(path), path);
+}
 
 }  // namespace tandem

@@ -13,7 +13,7 @@ struct StTensor {
   std::string name;
   std::string dtype;  // "F32", "I32", "I64", "U8", ...
   std::vector<int64_t> shape;
-  std::string data;   // raw little-endian bytes
+  std::string data;  // raw little-endian bytes
 };
 
 struct StFile {

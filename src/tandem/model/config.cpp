@@ -43,9 +43,9 @@ double ModelConfig::train_flops_per_token(int T) const {
 
 std::string ModelConfig::summary() const {
   std::ostringstream s;
-  s << "model: dim " << dim << ", layers " << n_layers << ", heads " << n_heads << "/"
-    << n_kv_heads << " (q/kv), hidden " << hidden_dim << ", vocab " << vocab_size << ", context "
-    << context << (tie_embeddings ? ", tied" : ", untied") << " embeddings\n"
+  s << "model: dim " << dim << ", layers " << n_layers << ", heads " << n_heads << "/" << n_kv_heads
+    << " (q/kv), hidden " << hidden_dim << ", vocab " << vocab_size << ", context " << context
+    << (tie_embeddings ? ", tied" : ", untied") << " embeddings\n"
     << "parameters: " << num_params() << " (" << num_params() / 1e6 << " M)\n"
     << "training FLOPs per token at context " << context << ": "
     << train_flops_per_token(context) / 1e6 << " MFLOP (forward "

@@ -7,13 +7,13 @@
 namespace tandem {
 
 struct ModelConfig {
-  int dim = 0;          // model width C
-  int n_layers = 0;     // transformer blocks L
-  int n_heads = 0;      // query heads H
-  int n_kv_heads = 0;   // key/value heads Hkv (divides H)
-  int hidden_dim = 0;   // SwiGLU hidden width F
-  int vocab_size = 0;   // V
-  int context = 0;      // longest sequence the model is trained or run on
+  int dim = 0;         // model width C
+  int n_layers = 0;    // transformer blocks L
+  int n_heads = 0;     // query heads H
+  int n_kv_heads = 0;  // key/value heads Hkv (divides H)
+  int hidden_dim = 0;  // SwiGLU hidden width F
+  int vocab_size = 0;  // V
+  int context = 0;     // longest sequence the model is trained or run on
   bool tie_embeddings = true;
   float rope_theta = 10000.0f;
   float norm_eps = 1e-5f;

@@ -150,8 +150,8 @@ void Llama::forward(const int32_t* tokens, int B, int T) {
 double Llama::loss(const int32_t* targets, float dscale, bool grad) {
   const int N = B_ * T_;
   be_.to_device(targets_dev_, targets, N * sizeof(int32_t));
-  be_.cross_entropy(a_->losses, grad ? logits_ : nullptr, logits_, targets_dev_, N,
-                    cfg_.vocab_size, dscale);
+  be_.cross_entropy(a_->losses, grad ? logits_ : nullptr, logits_, targets_dev_, N, cfg_.vocab_size,
+                    dscale);
   be_.to_host(losses_host_.data(), a_->losses, N * sizeof(float));
   double sum = 0.0;
   for (int i = 0; i < N; ++i) sum += losses_host_[i];
@@ -166,8 +166,8 @@ void Llama::backward() {
   Acts& a = *a_;
   // logits now hold dlogits (see loss()).
   be_.matmul_backward(a.dln, g(layout_.lm_head), logits_, a.lnf, p(layout_.lm_head), N, V, C);
-  be_.rmsnorm_backward(a.dres, g(layout_.final_norm), a.dln, a.xf, p(layout_.final_norm),
-                       a.rstdf, N, C);
+  be_.rmsnorm_backward(a.dres, g(layout_.final_norm), a.dln, a.xf, p(layout_.final_norm), a.rstdf,
+                       N, C);
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
     const LayerOffsets& o = layout_.layers[l];
     Acts::Layer& L = a.layers[l];

@@ -70,8 +70,8 @@ void init_params(float* host, const ParamLayout& layout, const ModelConfig& cfg,
       for (size_t i = 0; i < t.numel; ++i) p[i] = 1.0f;
       continue;
     }
-    bool resid = t.name.find("o_proj") != std::string::npos ||
-                 t.name.find("down_proj") != std::string::npos;
+    bool resid =
+        t.name.find("o_proj") != std::string::npos || t.name.find("down_proj") != std::string::npos;
     float sd = resid ? std_resid : std_base;
     for (size_t i = 0; i < t.numel; ++i) p[i] = sd * rng_normal(seed, kStreamInit, t.offset + i);
   }

@@ -17,7 +17,7 @@ struct TensorInfo {
   std::vector<int64_t> shape;  // [out, in] for linear weights
   size_t offset = 0;           // in floats from the buffer start
   size_t numel = 0;
-  bool decay = true;           // weight decay applies (not to norms)
+  bool decay = true;  // weight decay applies (not to norms)
 };
 
 // Offsets (in floats) of one block's tensors inside the buffer.
@@ -31,7 +31,6 @@ struct ParamLayout {
   size_t embed = 0, final_norm = 0, lm_head = 0;  // lm_head == embed when tied
   size_t total = 0;
   size_t decayed = 0;  // floats [0, decayed) take weight decay, [decayed, total) do not
-
 
   explicit ParamLayout(const ModelConfig& cfg);
   const TensorInfo* find(const std::string& name) const;

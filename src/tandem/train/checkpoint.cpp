@@ -4,9 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <cstdio>
 #include <filesystem>
 
 #include "tandem/core/error.h"
@@ -28,7 +28,8 @@ namespace {
 
 StFile tensors_of(const ParamLayout& layout, const float* base, const std::string& prefix) {
   StFile f;
-  for (const auto& t : layout.tensors) f.tensors.push_back(st_f32(prefix + t.name, t.shape, base + t.offset));
+  for (const auto& t : layout.tensors)
+    f.tensors.push_back(st_f32(prefix + t.name, t.shape, base + t.offset));
   return f;
 }
 
@@ -103,7 +104,8 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointState& s
 
 nlohmann::json read_manifest(const std::string& dir) {
   const std::string path = dir + "/manifest.json";
-  if (!path_exists(path)) fail("[checkpoint] " + dir + ": no manifest.json (incomplete checkpoint)");
+  if (!path_exists(path))
+    fail("[checkpoint] " + dir + ": no manifest.json (incomplete checkpoint)");
   nlohmann::json man;
   try {
     man = nlohmann::json::parse(read_file(path));

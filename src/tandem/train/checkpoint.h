@@ -29,8 +29,8 @@ struct CheckpointState {
 struct CheckpointData {
   std::string dir;
   CheckpointState state;
-  std::vector<float> params;     // layout order
-  std::vector<float> m, v;       // empty when the checkpoint has no optimizer state
+  std::vector<float> params;  // layout order
+  std::vector<float> m, v;    // empty when the checkpoint has no optimizer state
 };
 
 std::string checkpoint_name(int64_t step);

@@ -1,8 +1,9 @@
 // Strict TOML parsing of run configs on toml++.
 #include "tandem/train/config.h"
 
-#include <set>
 #include <toml++/toml.h>
+
+#include <set>
 
 #include "tandem/core/error.h"
 #include "tandem/core/fs.h"
@@ -71,7 +72,8 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   for (const auto& [k, v] : root) {
     std::string key(k.str());
     if (key != "model" && key != "data" && key != "train" && key != "run")
-      fail("[config] " + source + ": unknown table '" + key + "' (expected model, data, train, run)");
+      fail("[config] " + source + ": unknown table '" + key +
+           "' (expected model, data, train, run)");
     if (!v.is_table()) fail("[config] " + source + ": '" + key + "' must be a table");
   }
   if (!root["model"].as_table()) fail("[config] " + source + ": missing table [model]");
@@ -132,8 +134,8 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   };
   need(tc.batch_size > 0, "batch_size' must be positive");
   need(tc.seq_len > 0, "seq_len' must be positive");
-  need(tc.seq_len <= mc.context, "seq_len' must not exceed model.context (" +
-                                     std::to_string(mc.context) + ")");
+  need(tc.seq_len <= mc.context,
+       "seq_len' must not exceed model.context (" + std::to_string(mc.context) + ")");
   need(tc.grad_accum > 0, "grad_accum' must be positive");
   need(tc.max_steps > 0, "max_steps' must be positive");
   need(tc.lr > 0, "lr' must be positive");

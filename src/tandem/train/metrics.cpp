@@ -40,9 +40,12 @@ void MetricsLog::write(const std::string& line) {
 
 void MetricsLog::step(int64_t step, double loss, float lr, double grad_norm, double tokens_per_s,
                       double elapsed_s, bool skipped) {
-  nlohmann::ordered_json j = {{"step", step},          {"loss", loss},
-                              {"lr", lr},              {"grad_norm", grad_norm},
-                              {"tokens_per_s", tokens_per_s}, {"elapsed_s", elapsed_s}};
+  nlohmann::ordered_json j = {{"step", step},
+                              {"loss", loss},
+                              {"lr", lr},
+                              {"grad_norm", grad_norm},
+                              {"tokens_per_s", tokens_per_s},
+                              {"elapsed_s", elapsed_s}};
   if (skipped) j["skipped"] = true;
   write(j.dump());
 }

@@ -58,7 +58,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   if (cfg.out_dir.empty()) fail("[config] " + cfg.source + ": key 'run.out_dir' is missing");
   const std::string tok_path = cfg.data_dir + "/tokenizer.model";
   if (!path_exists(cfg.data_dir))
-    fail("[train] data directory '" + cfg.data_dir + "' does not exist (run `tandem data prepare`)");
+    fail("[train] data directory '" + cfg.data_dir +
+         "' does not exist (run `tandem data prepare`)");
   Tokenizer tok = Tokenizer::load(tok_path);
   if (tok.vocab_size() != cfg.model.vocab_size)
     fail("[train] tokenizer " + tok_path + " has a vocabulary of " +
@@ -83,7 +84,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   int64_t step = 0, samples = 0;
   std::vector<std::string> rejected;
   auto latest = latest_checkpoint(cfg.out_dir, &rejected);
-  for (const auto& r : rejected) std::fprintf(stderr, "[train] skipping checkpoint: %s\n", r.c_str());
+  for (const auto& r : rejected)
+    std::fprintf(stderr, "[train] skipping checkpoint: %s\n", r.c_str());
   if (latest && !opts.resume)
     fail("[train] run directory '" + cfg.out_dir +
          "' already has checkpoints: pass --resume to continue it, or choose another run.out_dir");
@@ -111,7 +113,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
 
   const int B = tc.batch_size, T = tc.seq_len, A = tc.grad_accum;
   const int64_t global_batch = (int64_t)B * A;
-  const int64_t end_step = opts.stop_after > 0 ? std::min(opts.stop_after, tc.max_steps) : tc.max_steps;
+  const int64_t end_step =
+      opts.stop_after > 0 ? std::min(opts.stop_after, tc.max_steps) : tc.max_steps;
   std::vector<int32_t> inputs((size_t)A * B * T), targets((size_t)A * B * T);
   model.reserve(B, T);
   model.zero_grads();
@@ -134,8 +137,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     model.save_params(p.data());
     be->to_host(m.data(), opt.m(), P * sizeof(float));
     be->to_host(v.data(), opt.v(), P * sizeof(float));
-    res.last_checkpoint = save_checkpoint(cfg.out_dir, st, model.layout(), p.data(), m.data(),
-                                          v.data(), tok_path);
+    res.last_checkpoint =
+        save_checkpoint(cfg.out_dir, st, model.layout(), p.data(), m.data(), v.data(), tok_path);
     prune_checkpoints(cfg.out_dir, tc.keep_checkpoints);
   };
   auto evaluate = [&]() {
@@ -171,15 +174,19 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     samples += global_batch;
     ++step;
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     double tps = (double)(step - first_step) * global_batch * T / elapsed;
     res.tokens_per_s = tps;
     res.last_loss = loss;
     metrics.step(step, loss, lr, gnorm, global_batch * T / dt, elapsed, !finite);
-    if (!finite) std::fprintf(stderr, "\n[train] step %lld: non-finite loss or gradient, update skipped\n", (long long)step);
+    if (!finite)
+      std::fprintf(stderr, "\n[train] step %lld: non-finite loss or gradient, update skipped\n",
+                   (long long)step);
     if (opts.progress && (tty || step % tc.log_every == 0 || step == end_step)) {
       double eta = (double)(end_step - step) * elapsed / (double)(step - first_step);
-      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | ETA %s%s",
+      std::fprintf(stderr,
+                   "%sstep %lld/%lld | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | ETA %s%s",
                    tty ? "\r" : "", (long long)step, (long long)tc.max_steps, loss, lr, gnorm, tps,
                    fmt_duration(eta).c_str(), tty ? "   " : "\n");
       std::fflush(stderr);
@@ -194,7 +201,9 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     if (tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0 && step < end_step) save();
   }
   if (tty && opts.progress) std::fprintf(stderr, "\n");
-  if (g_stop) std::fprintf(stderr, "[train] interrupted at step %lld: saving a checkpoint\n", (long long)step);
+  if (g_stop)
+    std::fprintf(stderr, "[train] interrupted at step %lld: saving a checkpoint\n",
+                 (long long)step);
   if (step > first_step)
     save();
   else if (latest)

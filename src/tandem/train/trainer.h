@@ -10,9 +10,9 @@
 namespace tandem {
 
 struct TrainOptions {
-  bool resume = false;        // continue from the newest verifying checkpoint in out_dir
-  int64_t stop_after = -1;    // stop (with a checkpoint) after this many steps in total
-  bool progress = true;       // live progress line on stderr
+  bool resume = false;      // continue from the newest verifying checkpoint in out_dir
+  int64_t stop_after = -1;  // stop (with a checkpoint) after this many steps in total
+  bool progress = true;     // live progress line on stderr
 };
 
 struct TrainResult {

@@ -128,8 +128,8 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
         // P = exp(scale * Q K^T - lse), causal; dP = dO V^T (row blocks skip the masked part)
         for (int r0 = 0; r0 < T; r0 += kRowBlock) {
           const int r1 = std::min(T, r0 + kRowBlock), rows = r1 - r0;
-          blas::sgemm(false, true, rows, r1, D, scale, Q + (size_t)r0 * stride, stride, K,
-                      stride, 0.f, P + (size_t)r0 * T, T);
+          blas::sgemm(false, true, rows, r1, D, scale, Q + (size_t)r0 * stride, stride, K, stride,
+                      0.f, P + (size_t)r0 * T, T);
           blas::sgemm(false, true, rows, r1, D, 1.f, dO + (size_t)r0 * HD, HD, Vv, stride, 0.f,
                       dP + (size_t)r0 * T, T);
         }

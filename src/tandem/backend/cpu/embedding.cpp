@@ -15,8 +15,8 @@ void CpuBackend::embedding_forward(float* out, const int32_t* tokens, const floa
   }
 }
 
-void CpuBackend::embedding_backward(float* dtable, const float* dout, const int32_t* tokens,
-                                    int N, int C) {
+void CpuBackend::embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int N,
+                                    int C) {
   // Threads own disjoint column ranges and walk tokens in order: no races, fixed sum order.
 #pragma omp parallel num_threads(threads_)
   {

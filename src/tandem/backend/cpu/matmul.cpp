@@ -29,12 +29,13 @@ void CpuBackend::matmul_forward(float* out, const float* x, const float* w, int 
     int nt = omp_get_num_threads(), tid = omp_get_thread_num(), a, b;
     if (by_rows) {
       split_rows(M, nt, tid, &a, &b);
-      if (b > a) blas::sgemm(false, true, b - a, N, K, 1.f, x + (size_t)a * K, K, w, K, 0.f,
-                             out + (size_t)a * N, N);
+      if (b > a)
+        blas::sgemm(false, true, b - a, N, K, 1.f, x + (size_t)a * K, K, w, K, 0.f,
+                    out + (size_t)a * N, N);
     } else {
       split_rows(N, nt, tid, &a, &b);
-      if (b > a) blas::sgemm(false, true, M, b - a, K, 1.f, x, K, w + (size_t)a * K, K, 0.f,
-                             out + a, N);
+      if (b > a)
+        blas::sgemm(false, true, M, b - a, K, 1.f, x, K, w + (size_t)a * K, K, 0.f, out + a, N);
     }
   }
 }
@@ -47,14 +48,15 @@ void CpuBackend::matmul_backward(float* dx, float* dw, const float* dout, const 
     // dx(M,K) = dout(M,N) · w(N,K), written; split over M.
     if (dx) {
       split_rows(M, nt, tid, &a, &b);
-      if (b > a) blas::sgemm(false, false, b - a, K, N, 1.f, dout + (size_t)a * N, N, w, K, 0.f,
-                             dx + (size_t)a * K, K);
+      if (b > a)
+        blas::sgemm(false, false, b - a, K, N, 1.f, dout + (size_t)a * N, N, w, K, 0.f,
+                    dx + (size_t)a * K, K);
     }
     // dw(N,K) += dout(M,N)ᵀ · x(M,K), accumulated; split over N.
     if (dw) {
       split_rows(N, nt, tid, &a, &b);
-      if (b > a) blas::sgemm(true, false, b - a, K, M, 1.f, dout + a, N, x, K, 1.f,
-                             dw + (size_t)a * K, K);
+      if (b > a)
+        blas::sgemm(true, false, b - a, K, M, 1.f, dout + a, N, x, K, 1.f, dw + (size_t)a * K, K);
     }
   }
 }
