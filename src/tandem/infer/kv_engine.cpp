@@ -2,6 +2,7 @@
 #include "tandem/infer/kv_engine.h"
 
 #include "tandem/core/error.h"
+#include "tandem/model/block.h"
 
 namespace tandem {
 
@@ -48,8 +49,7 @@ const std::vector<float>& KvEngine::feed(const int32_t* tokens, int n) {
   if (n <= 0 || pos_ + n > max_seq_)
     fail("[generate] sequence of " + std::to_string(pos_ + n) + " tokens exceeds the context of " +
          std::to_string(max_seq_));
-  const int C = c.dim, S = c.qkv_dim(), F = c.hidden_dim, V = c.vocab_size;
-  const int HD = c.n_heads * c.head_dim();
+  const int C = c.dim, V = c.vocab_size;
   const ParamLayout& L = model_.layout();
   const float* P = model_.params();
   AttnShape s;
@@ -61,18 +61,12 @@ const std::vector<float>& KvEngine::feed(const int32_t* tokens, int n) {
   be_.to_device(tokens_dev_, tokens, n * sizeof(int32_t));
   be_.embedding_forward(x_, tokens_dev_, P + L.embed, n, C);
   for (int l = 0; l < c.n_layers; ++l) {
-    const LayerOffsets& o = L.layers[l];
-    be_.rmsnorm_forward(ln_, rstd_, x_, P + o.ln1, n, C, c.norm_eps);
-    be_.matmul_forward(qkv_, ln_, P + o.wqkv, n, S, C);
-    be_.rope(qkv_, s, pos_, c.rope_theta, false);
-    be_.attention_kv_forward(att_, kcache_[l], vcache_[l], qkv_, s, pos_, n);
-    be_.matmul_forward(h_, att_, P + o.wo, n, C, HD);
-    be_.add(h_, h_, x_, (size_t)n * C);
-    be_.rmsnorm_forward(ln_, rstd_, h_, P + o.ln2, n, C, c.norm_eps);
-    be_.matmul_forward(gateup_, ln_, P + o.wgateup, n, 2 * F, C);
-    be_.swiglu_forward(act_, gateup_, n, F);
-    be_.matmul_forward(x_, act_, P + o.wdown, n, C, F);
-    be_.add(x_, x_, h_, (size_t)n * C);
+    // The block writes its output over its input: x is not needed once h holds the residual.
+    BlockBuffers bb{x_, ln_, rstd_, qkv_, att_, h_, ln_, rstd_, gateup_, act_, x_};
+    block_forward(be_, c, P, L.layers[l], bb, n, [&](float* att, float* qkv) {
+      be_.rope(qkv, s, pos_, c.rope_theta, false);
+      be_.attention_kv_forward(att, kcache_[l], vcache_[l], qkv, s, pos_, n);
+    });
   }
   const float* last = x_ + (size_t)(n - 1) * C;
   be_.rmsnorm_forward(ln_, rstd_, last, P + L.final_norm, 1, C, c.norm_eps);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "tandem/core/error.h"
+#include "tandem/model/block.h"
 
 namespace tandem {
 
@@ -122,26 +123,18 @@ void Llama::reserve(int B, int T) {
 
 void Llama::forward(const int32_t* tokens, int B, int T) {
   reserve(B, T);
-  const int N = B * T, C = cfg_.dim, S = cfg_.qkv_dim(), F = cfg_.hidden_dim;
-  const int HD = cfg_.n_heads * cfg_.head_dim(), V = cfg_.vocab_size;
+  const int N = B * T, C = cfg_.dim, V = cfg_.vocab_size;
   const AttnShape s = attn_shape();
   be_.to_device(tokens_dev_, tokens, N * sizeof(int32_t));
   be_.embedding_forward(a_->layers[0].x, tokens_dev_, p(layout_.embed), N, C);
   for (int l = 0; l < cfg_.n_layers; ++l) {
-    const LayerOffsets& o = layout_.layers[l];
     Acts::Layer& L = a_->layers[l];
     float* next = l + 1 < cfg_.n_layers ? a_->layers[l + 1].x : a_->xf;
-    be_.rmsnorm_forward(L.ln1, L.rstd1, L.x, p(o.ln1), N, C, cfg_.norm_eps);
-    be_.matmul_forward(L.qkv, L.ln1, p(o.wqkv), N, S, C);
-    be_.rope(L.qkv, s, 0, cfg_.rope_theta, false);
-    be_.attention_forward(L.att, L.lse, L.qkv, s);
-    be_.matmul_forward(L.h, L.att, p(o.wo), N, C, HD);
-    be_.add(L.h, L.h, L.x, (size_t)N * C);
-    be_.rmsnorm_forward(L.ln2, L.rstd2, L.h, p(o.ln2), N, C, cfg_.norm_eps);
-    be_.matmul_forward(L.gateup, L.ln2, p(o.wgateup), N, 2 * F, C);
-    be_.swiglu_forward(L.act, L.gateup, N, F);
-    be_.matmul_forward(next, L.act, p(o.wdown), N, C, F);
-    be_.add(next, next, L.h, (size_t)N * C);
+    BlockBuffers bb{L.x, L.ln1, L.rstd1, L.qkv, L.att, L.h, L.ln2, L.rstd2, L.gateup, L.act, next};
+    block_forward(be_, cfg_, params_, layout_.layers[l], bb, N, [&](float* att, float* qkv) {
+      be_.rope(qkv, s, 0, cfg_.rope_theta, false);
+      be_.attention_forward(att, L.lse, qkv, s);
+    });
   }
   be_.rmsnorm_forward(a_->lnf, a_->rstdf, a_->xf, p(layout_.final_norm), N, C, cfg_.norm_eps);
   be_.matmul_forward(logits_, a_->lnf, p(layout_.lm_head), N, V, C);
