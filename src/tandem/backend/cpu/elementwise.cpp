@@ -29,8 +29,14 @@ double CpuBackend::sum_squares(const float* x, size_t n) {
 #pragma omp parallel for num_threads(threads_) schedule(static)
   for (size_t c = 0; c < chunks; ++c) {
     size_t end = std::min(n, (c + 1) * kChunk);
+    // Eight independent lanes (vectorizable without reassociation), combined in lane order.
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = c * kChunk;
+    for (; i + 8 <= end; i += 8)
+      for (int k = 0; k < 8; ++k) lane[k] += (double)x[i + k] * x[i + k];
     double part = 0.0;
-    for (size_t i = c * kChunk; i < end; ++i) part += (double)x[i] * x[i];
+    for (int k = 0; k < 8; ++k) part += lane[k];
+    for (; i < end; ++i) part += (double)x[i] * x[i];
     pp[c] = part;
   }
   double total = 0.0;
