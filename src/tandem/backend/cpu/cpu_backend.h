@@ -2,6 +2,8 @@
 // that it uses the widest vector unit the machine has (see blas.h).
 #pragma once
 
+#include <vector>
+
 #include "tandem/backend/backend.h"
 
 namespace tandem {
@@ -50,6 +52,7 @@ class CpuBackend final : public Backend {
 
  private:
   int threads_;
+  std::vector<float> rope_table_;  // cos/sin scratch of rope(), sized on first use
 };
 
 }  // namespace tandem

@@ -10,28 +10,32 @@ namespace tandem {
 void CpuBackend::rope(float* qkv, const AttnShape& s, int pos0, float theta, bool inverse) {
   const int half = s.D / 2, stride = s.qkv_stride(), heads = s.H + s.Hkv;
   const int N = s.B * s.T;
+  // cos/sin per (position, frequency), computed once per call in double so every backend can
+  // reproduce them; rows of the batch share the table.
+  rope_table_.resize((size_t)s.T * 2 * half);
+  float* tab = rope_table_.data();
 #pragma omp parallel num_threads(threads_)
   {
-    // cos/sin for one position, computed in double so every backend can match it exactly.
-    static thread_local std::vector<float> cs;
-    if ((int)cs.size() < 2 * half) cs.resize(2 * half);
+#pragma omp for schedule(static)
+    for (int t = 0; t < s.T; ++t) {
+      for (int i = 0; i < half; ++i) {
+        double a = (double)(pos0 + t) * std::pow((double)theta, -2.0 * i / s.D);
+        tab[(size_t)t * 2 * half + i] = (float)std::cos(a);
+        tab[(size_t)t * 2 * half + half + i] = inverse ? -(float)std::sin(a) : (float)std::sin(a);
+      }
+    }
 #pragma omp for schedule(static)
     for (int n = 0; n < N; ++n) {
-      int pos = pos0 + n % s.T;
-      for (int i = 0; i < half; ++i) {
-        double inv_freq = std::pow((double)theta, -2.0 * i / s.D);
-        double a = pos * inv_freq;
-        cs[i] = (float)std::cos(a);
-        cs[half + i] = inverse ? -(float)std::sin(a) : (float)std::sin(a);
-      }
+      const float* cs = tab + (size_t)(n % s.T) * 2 * half;
+      const float* sn = cs + half;
       float* row = qkv + (size_t)n * stride;
       for (int h = 0; h < heads; ++h) {  // q heads then k heads, contiguous
         float* x = row + h * s.D;
+#pragma omp simd
         for (int i = 0; i < half; ++i) {
-          float c = cs[i], sn = cs[half + i];
           float x1 = x[i], x2 = x[i + half];
-          x[i] = x1 * c - x2 * sn;
-          x[i + half] = x2 * c + x1 * sn;
+          x[i] = x1 * cs[i] - x2 * sn[i];
+          x[i + half] = x2 * cs[i] + x1 * sn[i];
         }
       }
     }
