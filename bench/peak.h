@@ -6,7 +6,9 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 #include <omp.h>
 
 #include <chrono>
@@ -28,7 +30,7 @@ inline double measure_peak_flops(int threads) {
       for (long it = 0; it < iters / 12; ++it)
         for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
       for (int i = 0; i < 12; ++i) sink += _mm512_reduce_add_ps(acc[i]);
-#else
+#elif defined(__AVX2__) && defined(__FMA__)
       __m256 acc[12];
       for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(0.001f * i);
       const __m256 a = _mm256_set1_ps(0.9999f), b = _mm256_set1_ps(0.0001f);
@@ -39,6 +41,15 @@ inline double measure_peak_flops(int threads) {
         _mm256_store_ps(tmp, acc[i]);
         for (float x : tmp) sink += x;
       }
+#else
+      float acc[12][8];
+      for (int i = 0; i < 12; ++i)
+        for (int k = 0; k < 8; ++k) acc[i][k] = 0.001f * i;
+      for (long it = 0; it < iters / 12; ++it)
+        for (int i = 0; i < 12; ++i)
+          for (int k = 0; k < 8; ++k) acc[i][k] = acc[i][k] * 0.9999f + 0.0001f;
+      for (int i = 0; i < 12; ++i)
+        for (int k = 0; k < 8; ++k) sink += acc[i][k];
 #endif
     }
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -15,7 +15,7 @@ if [ -d runs/tiny ]; then
 else
   $TANDEM train configs/tiny.toml
 fi
-latest=$(ls -d runs/tiny/step-* | grep -v -e '\.tmp' -e '\.rejected' | sort | tail -n 1)
+
 echo
-$TANDEM generate --checkpoint "$latest" --prompt "And God said" --max-tokens 60 \
+$TANDEM generate --checkpoint runs/tiny --prompt "And God said" --max-tokens 60 \
   --temperature 0.8 --top-k 40 --seed 1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds Tandem and runs the whole test suite (ctest: unit, model and slow labels).
+# Runs the whole test suite: installs what is missing and builds (scripts/setup.sh, a no-op
+# when everything is in place), then ctest with the unit, model and slow labels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${TANDEM_CMAKE_ARGS:-}
-ninja -C build
+bash scripts/setup.sh
 ctest --test-dir build --output-on-failure -j2 "$@"

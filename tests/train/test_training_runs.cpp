@@ -122,9 +122,8 @@ TEST_F(TrainingRuns, ResumingAFinishedRunChangesNothing) {
   EXPECT_EQ(test::metric_series(a.out_dir + "/metrics.jsonl", "loss").size(), 4u);
 }
 
-// Disabled until trainer.cpp stops re-saving when a resume has no steps left: today the final
-// `if (step > first_step || res.last_checkpoint.empty()) save();` rewrites step-N and moves
-// the valid original aside as step-N.rejected-TIME (which pruning never removes).
+// Resuming a run that has no steps left must not rewrite its last checkpoint (an earlier
+// version did, moving the valid original aside as step-N.rejected-TIME).
 TEST_F(TrainingRuns, ResumingAFinishedRunLeavesNoRejectedCopy) {
   TinyRun a = run("a");
   a.max_steps = 4;

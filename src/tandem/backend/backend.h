@@ -1,5 +1,6 @@
 // THE backend interface: device memory plus the fixed kernel set that model/ and train/ call.
-// A new accelerator implements this class in its own folder and passes `tandem conformance`.
+// A new accelerator implements this class in its own folder and passes the kernel tests
+// (tests/backend, runnable against any backend with TANDEM_TEST_BACKEND).
 //
 // Conventions: outputs come first, then inputs, then sizes. All tensors are row-major fp32
 // unless noted. Backward kernels ADD into parameter gradients (so micro-batches accumulate)

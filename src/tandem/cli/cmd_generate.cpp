@@ -20,7 +20,7 @@ void add_generate(CLI::App& app, Action& action) {
     bool greedy = false;
   };
   auto a = std::make_shared<Args>();
-  cmd->add_option("--checkpoint,-c", a->checkpoint, "checkpoint directory")->required();
+  cmd->add_option("--checkpoint,-c", a->checkpoint, "checkpoint directory, or a run directory (its newest checkpoint)")->required();
   cmd->add_option("--prompt,-p", a->prompt, "prompt text")->required();
   cmd->add_option("--max-tokens,-n", a->max_tokens, "tokens to generate")->capture_default_str();
   cmd->add_option("--temperature", a->sp.temperature, "0 = greedy")->capture_default_str();

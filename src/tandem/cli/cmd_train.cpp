@@ -29,7 +29,6 @@ void add_train(CLI::App& app, Action& action) {
       if (!a->data_dir.empty()) cfg.data_dir = a->data_dir;
       if (a->steps > 0) cfg.train.max_steps = a->steps;
       if (a->threads >= 0) cfg.train.threads = a->threads;
-      std::fprintf(stderr, "%s\n", cfg.model.summary().c_str());
       TrainOptions opts;
       opts.resume = a->resume;
       opts.stop_after = a->stop_after;

@@ -1,6 +1,8 @@
 // tandem: the command-line entry point. Parses arguments, runs one subcommand, and turns an
 // expected failure into one message on stderr and exit status 1.
 #include <cstdio>
+#include <exception>
+#include <new>
 
 #include "tandem/cli/commands.h"
 #include "tandem/core/error.h"
@@ -21,6 +23,15 @@ int main(int argc, char** argv) {
   try {
     if (action) action();
   } catch (const tandem::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    // A failure no boundary translated (a file-system or JSON library error): still one line.
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -1,6 +1,9 @@
 // load_for_inference: weights only; the optimizer state is not read.
 #include "tandem/infer/load.h"
 
+#include <cstdio>
+#include <filesystem>
+
 #include "tandem/core/error.h"
 #include "tandem/core/fs.h"
 #include "tandem/train/checkpoint.h"
@@ -9,6 +12,14 @@ namespace tandem {
 
 LoadedModel load_for_inference(const std::string& dir, const std::string& backend, int threads) {
   if (!path_exists(dir)) fail("[checkpoint] '" + dir + "' does not exist");
+  if (!path_exists(dir + "/manifest.json") && std::filesystem::is_directory(dir)) {
+    // A run directory: use its newest checkpoint that verifies.
+    std::vector<std::string> rejected;
+    auto latest = latest_checkpoint(dir, &rejected);
+    for (const auto& r : rejected) std::fprintf(stderr, "[checkpoint] skipping: %s\n", r.c_str());
+    if (!latest) fail("[checkpoint] '" + dir + "' holds no checkpoint that verifies");
+    return load_for_inference(*latest, backend, threads);
+  }
   nlohmann::json man = read_manifest(dir);
   LoadedModel lm;
   lm.config = parse_run_config(man["config"].get<std::string>(), dir + "/manifest.json");

@@ -4,14 +4,17 @@
 
 namespace tandem {
 
-void block_forward(Backend& be, const ModelConfig& cfg, const float* P, const LayerOffsets& o,
-                   const BlockBuffers& b, int n, const AttentionStep& attention) {
-  const int C = cfg.dim, S = cfg.qkv_dim(), F = cfg.hidden_dim;
+void block_forward_pre(Backend& be, const ModelConfig& cfg, const float* P, const LayerOffsets& o,
+                       const BlockBuffers& b, int n) {
+  be.rmsnorm_forward(b.ln1, b.rstd1, b.x, P + o.ln1, n, cfg.dim, cfg.norm_eps);
+  be.matmul_forward(b.qkv, b.ln1, P + o.wqkv, n, cfg.qkv_dim(), cfg.dim);
+}
+
+void block_forward_post(Backend& be, const ModelConfig& cfg, const float* P,
+                        const LayerOffsets& o, const BlockBuffers& b, int n) {
+  const int C = cfg.dim, F = cfg.hidden_dim;
   const int HD = cfg.n_heads * cfg.head_dim();
   const size_t nc = (size_t)n * C;
-  be.rmsnorm_forward(b.ln1, b.rstd1, b.x, P + o.ln1, n, C, cfg.norm_eps);
-  be.matmul_forward(b.qkv, b.ln1, P + o.wqkv, n, S, C);
-  attention(b.att, b.qkv);
   be.matmul_forward(b.h, b.att, P + o.wo, n, C, HD);
   be.add(b.h, b.h, b.x, nc);
   be.rmsnorm_forward(b.ln2, b.rstd2, b.h, P + o.ln2, n, C, cfg.norm_eps);

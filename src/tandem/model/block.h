@@ -2,8 +2,6 @@
 // inference (attention over a KV cache): only the attention step differs, so it is passed in.
 #pragma once
 
-#include <functional>
-
 #include "tandem/backend/backend.h"
 #include "tandem/model/config.h"
 #include "tandem/model/params.h"
@@ -18,11 +16,20 @@ struct BlockBuffers {
   float* out;  // (n, C)
 };
 
-// Rotates q/k in qkv and writes attention output to att.
-using AttentionStep = std::function<void(float* att, float* qkv)>;
+// The parts before and after attention.
+void block_forward_pre(Backend& be, const ModelConfig& cfg, const float* params,
+                       const LayerOffsets& o, const BlockBuffers& b, int n);
+void block_forward_post(Backend& be, const ModelConfig& cfg, const float* params,
+                        const LayerOffsets& o, const BlockBuffers& b, int n);
 
+// `attention(att, qkv)` rotates q/k in qkv and writes the attention output to att. A template
+// rather than std::function: nothing is allocated per call.
+template <typename Attention>
 void block_forward(Backend& be, const ModelConfig& cfg, const float* params,
-                   const LayerOffsets& o, const BlockBuffers& b, int n,
-                   const AttentionStep& attention);
+                   const LayerOffsets& o, const BlockBuffers& b, int n, Attention&& attention) {
+  block_forward_pre(be, cfg, params, o, b, n);
+  attention(b.att, b.qkv);
+  block_forward_post(be, cfg, params, o, b, n);
+}
 
 }  // namespace tandem

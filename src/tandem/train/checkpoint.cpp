@@ -95,6 +95,9 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointState& s
     }
     fs::rename(tmp, final_dir);
     fsync_path(run_dir);
+  } catch (const fs::filesystem_error& e) {
+    remove_all(tmp);
+    fail("[checkpoint] cannot write " + final_dir + ": " + e.what());
   } catch (...) {
     remove_all(tmp);
     throw;
@@ -112,12 +115,28 @@ nlohmann::json read_manifest(const std::string& dir) {
   } catch (const nlohmann::json::exception& e) {
     fail("[checkpoint] " + path + ": not valid JSON: " + e.what());
   }
-  if (!man.is_object() || !man.contains("format_version") || !man.contains("files") ||
-      !man.contains("step") || !man.contains("config"))
-    fail("[checkpoint] " + path + ": missing required fields");
+  // Every field is checked for presence and type here, so later reads cannot throw.
+  auto field = [&](const char* key, bool ok) {
+    if (!man.contains(key) || !ok) fail("[checkpoint] " + path + ": field '" + key + "' is missing or has the wrong type");
+  };
+  if (!man.is_object()) fail("[checkpoint] " + path + ": not a JSON object");
+  field("format_version", man.contains("format_version") && man["format_version"].is_number_integer());
   if (man["format_version"] != kCheckpointFormat)
     fail("[checkpoint] " + path + ": unsupported format_version " + man["format_version"].dump());
+  field("step", man.contains("step") && man["step"].is_number_integer() && man["step"] >= 0);
+  field("config", man.contains("config") && man["config"].is_string());
+  field("tokenizer_sha256", man.contains("tokenizer_sha256") && man["tokenizer_sha256"].is_string());
+  field("rng", man.contains("rng") && man["rng"].is_object() && man["rng"].contains("seed") &&
+                   man["rng"]["seed"].is_number_unsigned());
+  field("data", man.contains("data") && man["data"].is_object() &&
+                    man["data"].contains("samples_consumed") &&
+                    man["data"]["samples_consumed"].is_number_integer());
+  field("extra", man.contains("extra") && man["extra"].is_object());
+  field("files", man.contains("files") && man["files"].is_object() &&
+                     man["files"].contains("model.safetensors"));
   for (auto it = man["files"].begin(); it != man["files"].end(); ++it) {
+    if (!it.value().is_string() || it.key().find('/') != std::string::npos)
+      fail("[checkpoint] " + path + ": malformed entry '" + it.key() + "' in 'files'");
     std::string f = dir + "/" + it.key();
     if (!path_exists(f)) fail("[checkpoint] " + f + ": file listed in the manifest is missing");
     if (sha256_file(f) != it.value().get<std::string>())
@@ -133,10 +152,10 @@ CheckpointData load_checkpoint(const std::string& dir, const ParamLayout& layout
   d.dir = dir;
   d.state.step = man["step"].get<int64_t>();
   d.state.config_text = man["config"].get<std::string>();
-  d.state.tokenizer_sha256 = man.value("tokenizer_sha256", "");
-  d.state.seed = man["rng"].value("seed", (uint64_t)0);
-  d.state.samples_consumed = man["data"].value("samples_consumed", (int64_t)0);
-  if (man.contains("extra")) d.state.extra = man["extra"];
+  d.state.tokenizer_sha256 = man["tokenizer_sha256"].get<std::string>();
+  d.state.seed = man["rng"]["seed"].get<uint64_t>();
+  d.state.samples_consumed = man["data"]["samples_consumed"].get<int64_t>();
+  d.state.extra = man["extra"];
   fill_from(safetensors_load(dir + "/model.safetensors"), layout, "", d.params,
             dir + "/model.safetensors");
   if (with_optimizer) {
@@ -152,6 +171,7 @@ CheckpointData load_checkpoint(const std::string& dir, const ParamLayout& layout
 std::optional<std::string> latest_checkpoint(const std::string& run_dir,
                                              std::vector<std::string>* rejected) {
   if (!path_exists(run_dir)) return std::nullopt;
+  if (!fs::is_directory(run_dir)) fail("[checkpoint] '" + run_dir + "' is not a directory");
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(run_dir)) {
     std::string n = e.path().filename().string();
@@ -168,6 +188,16 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir,
     }
   }
   return std::nullopt;
+}
+
+void remove_stale_temporaries(const std::string& run_dir) {
+  if (!fs::is_directory(run_dir)) return;
+  for (const auto& e : fs::directory_iterator(run_dir)) {
+    std::string n = e.path().filename().string();
+    if (e.is_directory() && n.size() > 13 && is_step_dir(n.substr(0, 13)) &&
+        n.compare(13, 5, ".tmp-") == 0)
+      remove_all(e.path().string());
+  }
 }
 
 void prune_checkpoints(const std::string& run_dir, int keep) {

@@ -52,6 +52,10 @@ nlohmann::json read_manifest(const std::string& dir);
 std::optional<std::string> latest_checkpoint(const std::string& run_dir,
                                              std::vector<std::string>* rejected);
 
+// Deletes step-XXXXXXXX.tmp-PID directories: saves that a crash interrupted. Call only when
+// no other process writes checkpoints into run_dir.
+void remove_stale_temporaries(const std::string& run_dir);
+
 // Deletes all but the newest `keep` complete checkpoints (keep <= 0 keeps all).
 void prune_checkpoints(const std::string& run_dir, int keep);
 

@@ -3,7 +3,11 @@
 
 #include <toml++/toml.h>
 
+#include <charconv>
+#include <cstdlib>
+#include <limits>
 #include <set>
+#include <sstream>
 
 #include "tandem/core/error.h"
 #include "tandem/core/fs.h"
@@ -37,6 +41,8 @@ class Table {
       if (!n->is_integer()) bad(key, "must be an integer");
       int64_t v = n->value<int64_t>().value();
       if (v < 0) bad(key, "must not be negative");
+      if (static_cast<uint64_t>(v) > static_cast<uint64_t>(std::numeric_limits<T>::max()))
+        bad(key, "is too large");
       out = static_cast<T>(v);
     }
   }
@@ -146,6 +152,75 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   need(tc.eval_batches > 0, "eval_batches' must be positive");
   need(tc.log_every > 0, "log_every' must be positive");
   return rc;
+}
+
+namespace {
+// TOML text of a flat table; floats in their shortest form that reads back to the same float.
+class TomlWriter {
+ public:
+  void table(const char* name) { out_ << (out_.tellp() > 0 ? "\n[" : "[") << name << "]\n"; }
+  void put(const char* k, int64_t v) { out_ << k << " = " << v << "\n"; }
+  void put(const char* k, int v) { put(k, (int64_t)v); }
+  void put(const char* k, bool v) { out_ << k << " = " << (v ? "true" : "false") << "\n"; }
+  void put(const char* k, float v) {
+    char buf[32];
+    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    std::string f(buf, r.ptr);
+    if (f.find_first_of(".eEn") == std::string::npos) f += ".0";  // keep it a TOML float
+    out_ << k << " = " << f << "\n";
+  }
+  void put(const char* k, const std::string& v) {
+    out_ << k << " = " << toml::value<std::string>(v) << "\n";  // quoted and escaped
+  }
+  std::string str() const { return out_.str(); }
+
+ private:
+  std::ostringstream out_;
+};
+}  // namespace
+
+std::string run_config_toml(const RunConfig& rc) {
+  const ModelConfig& m = rc.model;
+  const TrainConfig& t = rc.train;
+  TomlWriter w;
+  w.table("model");
+  w.put("dim", m.dim);
+  w.put("n_layers", m.n_layers);
+  w.put("n_heads", m.n_heads);
+  w.put("n_kv_heads", m.n_kv_heads);
+  w.put("hidden_dim", m.hidden_dim);
+  w.put("vocab_size", m.vocab_size);
+  w.put("context", m.context);
+  w.put("tie_embeddings", m.tie_embeddings);
+  w.put("rope_theta", m.rope_theta);
+  w.put("norm_eps", m.norm_eps);
+  w.table("data");
+  w.put("dir", rc.data_dir);
+  w.table("train");
+  w.put("batch_size", t.batch_size);
+  w.put("seq_len", t.seq_len);
+  w.put("grad_accum", t.grad_accum);
+  w.put("max_steps", t.max_steps);
+  w.put("lr", t.lr);
+  w.put("min_lr", t.min_lr);
+  w.put("warmup_steps", t.warmup_steps);
+  w.put("weight_decay", t.weight_decay);
+  w.put("beta1", t.beta1);
+  w.put("beta2", t.beta2);
+  w.put("eps", t.eps);
+  w.put("grad_clip", t.grad_clip);
+  w.put("eval_every", t.eval_every);
+  w.put("eval_batches", t.eval_batches);
+  w.put("checkpoint_every", t.checkpoint_every);
+  w.put("keep_checkpoints", t.keep_checkpoints);
+  w.put("log_every", t.log_every);
+  w.put("seed", (int64_t)t.seed);
+  w.put("threads", t.threads);
+  w.put("backend", t.backend);
+  w.table("run");
+  w.put("out_dir", rc.out_dir);
+  return "# Effective configuration of this run (file values with command-line overrides).\n" +
+         w.str();
 }
 
 RunConfig load_run_config(const std::string& path) {

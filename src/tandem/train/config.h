@@ -41,5 +41,8 @@ struct RunConfig {
 
 RunConfig parse_run_config(const std::string& text, const std::string& source);
 RunConfig load_run_config(const std::string& path);
+// The configuration as TOML with every key spelled out; parse_run_config reads it back to the
+// same values. Checkpoints store this, so a run's overrides travel with it.
+std::string run_config_toml(const RunConfig& cfg);
 
 }  // namespace tandem

@@ -8,7 +8,9 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <filesystem>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "tandem/backend/backend.h"
@@ -43,11 +45,24 @@ std::string fmt_duration(double s) {
   return buf;
 }
 
-void check_same_model(const ModelConfig& a, const ModelConfig& b, const std::string& dir) {
+// A checkpoint continues only the run that wrote it: the model must be the same, and so must
+// the seed (it fixes the data order). Batch-shape changes are allowed but end bit-exactness.
+void check_resumable(const RunConfig& ck, const RunConfig& now, const std::string& dir) {
+  const ModelConfig &a = ck.model, &b = now.model;
   if (a.dim != b.dim || a.n_layers != b.n_layers || a.n_heads != b.n_heads ||
       a.n_kv_heads != b.n_kv_heads || a.hidden_dim != b.hidden_dim ||
-      a.vocab_size != b.vocab_size || a.tie_embeddings != b.tie_embeddings)
+      a.vocab_size != b.vocab_size || a.tie_embeddings != b.tie_embeddings ||
+      a.rope_theta != b.rope_theta || a.norm_eps != b.norm_eps)
     fail("[train] checkpoint " + dir + " was trained with a different [model] config");
+  if (ck.train.seed != now.train.seed)
+    fail("[train] checkpoint " + dir + " was trained with train.seed = " +
+         std::to_string(ck.train.seed) + ", the config says " + std::to_string(now.train.seed));
+  if (ck.train.batch_size != now.train.batch_size || ck.train.seq_len != now.train.seq_len ||
+      ck.train.grad_accum != now.train.grad_accum)
+    std::fprintf(stderr,
+                 "[train] warning: batch_size, seq_len or grad_accum differ from %s; the run "
+                 "continues but is no longer comparable bit for bit with an uninterrupted one\n",
+                 dir.c_str());
 }
 
 }  // namespace
@@ -56,6 +71,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   const TrainConfig& tc = cfg.train;
   if (cfg.data_dir.empty()) fail("[config] " + cfg.source + ": key 'data.dir' is missing");
   if (cfg.out_dir.empty()) fail("[config] " + cfg.source + ": key 'run.out_dir' is missing");
+  if (path_exists(cfg.out_dir) && !std::filesystem::is_directory(cfg.out_dir))
+    fail("[train] run directory '" + cfg.out_dir + "' exists and is not a directory");
   const std::string tok_path = cfg.data_dir + "/tokenizer.model";
   if (!path_exists(cfg.data_dir))
     fail("[train] data directory '" + cfg.data_dir +
@@ -67,13 +84,17 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
          std::to_string(cfg.model.vocab_size));
   ShardReader train_shard(cfg.data_dir + "/train.bin");
   ShardReader val_shard(cfg.data_dir + "/val.bin");
+  const std::string config_text = run_config_toml(cfg);
   for (const ShardReader* s : {&train_shard, &val_shard})
     if ((int)s->vocab_size() != cfg.model.vocab_size)
       fail("[train] shard " + s->path() + " was tokenized with a vocabulary of " +
            std::to_string(s->vocab_size()) + ", model.vocab_size is " +
            std::to_string(cfg.model.vocab_size));
   BatchLoader train_loader(train_shard, tc.batch_size, tc.seq_len, tc.seed);
-  BatchLoader val_loader(val_shard, tc.batch_size, tc.seq_len, tc.seed ^ kValSeedXor);
+  // Validation needs a val shard only when it runs (a dataset may hold out nothing).
+  std::optional<BatchLoader> val_loader;
+  if (tc.eval_every > 0) val_loader.emplace(val_shard, tc.batch_size, tc.seq_len, tc.seed ^ kValSeedXor);
+  if (opts.progress) std::fprintf(stderr, "%s\n", cfg.model.summary().c_str());
 
   std::unique_ptr<Backend> be = make_backend(tc.backend, tc.threads);
   Llama model(cfg.model, *be);
@@ -91,8 +112,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
          "' already has checkpoints: pass --resume to continue it, or choose another run.out_dir");
   if (latest) {
     CheckpointData ck = load_checkpoint(*latest, model.layout(), true);
-    check_same_model(parse_run_config(ck.state.config_text, *latest + "/manifest.json").model,
-                     cfg.model, *latest);
+    check_resumable(parse_run_config(ck.state.config_text, *latest + "/manifest.json"), cfg,
+                    *latest);
     if (ck.state.tokenizer_sha256 != tok.sha256())
       fail("[train] checkpoint " + *latest + " was trained with a different tokenizer than " +
            tok_path);
@@ -108,7 +129,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     model.init(tc.seed);
   }
   make_dirs(cfg.out_dir);
-  atomic_write_file(cfg.out_dir + "/config.toml", cfg.text);
+  remove_stale_temporaries(cfg.out_dir);
+  atomic_write_file(cfg.out_dir + "/config.toml", config_text);
   MetricsLog metrics(cfg.out_dir + "/metrics.jsonl", step);
 
   const int B = tc.batch_size, T = tc.seq_len, A = tc.grad_accum;
@@ -131,7 +153,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     st.step = step;
     st.samples_consumed = samples;
     st.seed = tc.seed;
-    st.config_text = cfg.text;
+    st.config_text = config_text;
     st.tokenizer_sha256 = tok.sha256();
     std::vector<float> p(P), m(P), v(P);
     model.save_params(p.data());
@@ -144,7 +166,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   auto evaluate = [&]() {
     double sum = 0;
     for (int i = 0; i < tc.eval_batches; ++i) {
-      val_loader.fill((int64_t)i * B, inputs.data(), targets.data());
+      val_loader->fill((int64_t)i * B, inputs.data(), targets.data());
       model.forward(inputs.data(), B, T);
       sum += model.loss(targets.data(), 0.f, false);
     }
