@@ -1,6 +1,7 @@
 // KvEngine: the decoder forward restricted to new positions, attending over cached keys/values.
 #include "tandem/infer/kv_engine.h"
 
+#include "tandem/core/carve.h"
 #include "tandem/core/error.h"
 #include "tandem/model/block.h"
 
@@ -12,29 +13,28 @@ KvEngine::KvEngine(Llama& model, int max_seq)
   TANDEM_CHECK(max_seq > 0 && max_seq <= c.context);
   const size_t N = max_seq, C = c.dim, S = c.qkv_dim(), F = c.hidden_dim;
   const size_t HD = (size_t)c.n_heads * c.head_dim(), KV = (size_t)c.n_kv_heads * c.head_dim();
-  auto pad = [](size_t n) { return (n + 15) / 16 * 16; };
-  size_t total = pad(N * C) * 3 + pad(N * S) + pad(N * HD) + pad(N * 2 * F) + pad(N * F) +
-                 pad(c.vocab_size) + pad(N) + 2 * c.n_layers * pad(N * KV);
-  buf_ = static_cast<float*>(be_.alloc(total * sizeof(float)));
-  float* cur = buf_;
-  auto take = [&](size_t n) {
-    float* r = cur;
-    cur += pad(n);
-    return r;
+  auto carve = [&](Carver& cv) {
+    x_ = cv.take(N * C);
+    ln_ = cv.take(N * C);
+    h_ = cv.take(N * C);
+    qkv_ = cv.take(N * S);
+    att_ = cv.take(N * HD);
+    gateup_ = cv.take(N * 2 * F);
+    act_ = cv.take(N * F);
+    logits_ = cv.take(c.vocab_size);
+    rstd_ = cv.take(N);
+    kcache_.clear();
+    vcache_.clear();
+    for (int l = 0; l < c.n_layers; ++l) {
+      kcache_.push_back(cv.take(N * KV));
+      vcache_.push_back(cv.take(N * KV));
+    }
   };
-  x_ = take(N * C);
-  ln_ = take(N * C);
-  h_ = take(N * C);
-  qkv_ = take(N * S);
-  att_ = take(N * HD);
-  gateup_ = take(N * 2 * F);
-  act_ = take(N * F);
-  logits_ = take(c.vocab_size);
-  rstd_ = take(N);
-  for (int l = 0; l < c.n_layers; ++l) {
-    kcache_.push_back(take(N * KV));
-    vcache_.push_back(take(N * KV));
-  }
+  Carver measure;
+  carve(measure);
+  buf_ = static_cast<float*>(be_.alloc(measure.used() * sizeof(float)));
+  Carver cut(buf_);
+  carve(cut);
   tokens_dev_ = static_cast<int32_t*>(be_.alloc(N * sizeof(int32_t)));
   logits_host_.resize(c.vocab_size);
 }

@@ -3,6 +3,7 @@
 
 #include <vector>
 
+#include "tandem/core/carve.h"
 #include "tandem/core/error.h"
 #include "tandem/model/block.h"
 
@@ -75,46 +76,41 @@ void Llama::reserve(int B, int T) {
   const size_t N = (size_t)B * T, C = cfg_.dim, S = cfg_.qkv_dim(), F = cfg_.hidden_dim;
   const size_t HD = (size_t)cfg_.n_heads * cfg_.head_dim(), V = cfg_.vocab_size;
   const size_t lse = (size_t)B * cfg_.n_heads * T;
-  auto pad = [](size_t n) { return (n + 15) / 16 * 16; };  // keep every tensor 64-byte aligned
-  size_t per_layer = pad(N * C) * 4 + pad(N) * 2 + pad(N * S) + pad(N * HD) + pad(lse) +
-                     pad(N * 2 * F) + pad(N * F);
-  size_t total = per_layer * cfg_.n_layers + pad(N * C) * 2 + pad(N) * 2 + pad(N * V) +
-                 pad(N * C) * 3 + pad(N * S) + pad(N * HD) + pad(N * 2 * F) + pad(N * F);
-  acts_ = static_cast<float*>(be_.alloc(total * sizeof(float)));
-  float* cur = acts_;
-  auto take = [&](size_t n) {
-    float* r = cur;
-    cur += pad(n);
-    return r;
+  auto carve = [&](Carver& c) {
+    a_->layers.clear();
+    for (int l = 0; l < cfg_.n_layers; ++l) {
+      Acts::Layer L;
+      L.x = c.take(N * C);
+      L.ln1 = c.take(N * C);
+      L.rstd1 = c.take(N);
+      L.qkv = c.take(N * S);
+      L.att = c.take(N * HD);
+      L.lse = c.take(lse);
+      L.h = c.take(N * C);
+      L.ln2 = c.take(N * C);
+      L.rstd2 = c.take(N);
+      L.gateup = c.take(N * 2 * F);
+      L.act = c.take(N * F);
+      a_->layers.push_back(L);
+    }
+    a_->xf = c.take(N * C);
+    a_->lnf = c.take(N * C);
+    a_->rstdf = c.take(N);
+    a_->losses = c.take(N);
+    logits_ = c.take(N * V);
+    a_->dres = c.take(N * C);
+    a_->dtmp = c.take(N * C);
+    a_->dln = c.take(N * C);
+    a_->dqkv = c.take(N * S);
+    a_->datt = c.take(N * HD);
+    a_->dgateup = c.take(N * 2 * F);
+    a_->dact = c.take(N * F);
   };
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    Acts::Layer L;
-    L.x = take(N * C);
-    L.ln1 = take(N * C);
-    L.rstd1 = take(N);
-    L.qkv = take(N * S);
-    L.att = take(N * HD);
-    L.lse = take(lse);
-    L.h = take(N * C);
-    L.ln2 = take(N * C);
-    L.rstd2 = take(N);
-    L.gateup = take(N * 2 * F);
-    L.act = take(N * F);
-    a_->layers.push_back(L);
-  }
-  a_->xf = take(N * C);
-  a_->lnf = take(N * C);
-  a_->rstdf = take(N);
-  a_->losses = take(N);
-  logits_ = take(N * V);
-  a_->dres = take(N * C);
-  a_->dtmp = take(N * C);
-  a_->dln = take(N * C);
-  a_->dqkv = take(N * S);
-  a_->datt = take(N * HD);
-  a_->dgateup = take(N * 2 * F);
-  a_->dact = take(N * F);
-  TANDEM_CHECK(cur == acts_ + total);
+  Carver measure;
+  carve(measure);
+  acts_ = static_cast<float*>(be_.alloc(measure.used() * sizeof(float)));
+  Carver cut(acts_);
+  carve(cut);
   tokens_dev_ = static_cast<int32_t*>(be_.alloc(N * sizeof(int32_t)));
   targets_dev_ = static_cast<int32_t*>(be_.alloc(N * sizeof(int32_t)));
   losses_host_.resize(N);
