@@ -1,5 +1,6 @@
 // tandem train CONFIG.toml [--resume]: run (or continue) a training job.
 #include <cstdio>
+#include <string>
 
 #include "tandem/cli/commands.h"
 #include "tandem/train/trainer.h"
@@ -33,8 +34,9 @@ void add_train(CLI::App& app, Action& action) {
       opts.resume = a->resume;
       opts.stop_after = a->stop_after;
       TrainResult r = run_training(cfg, opts);
-      std::fprintf(stderr, "[train] done: step %lld, loss %.4f, val loss %.4f, %.0f tok/s\n",
-                   (long long)r.step, r.last_loss, r.last_val_loss, r.tokens_per_s);
+      std::string val = r.last_val_loss >= 0 ? ", val loss " + std::to_string(r.last_val_loss) : "";
+      std::fprintf(stderr, "[train] done: step %lld, loss %.4f%s, %.0f tok/s\n", (long long)r.step,
+                   r.last_loss, val.c_str(), r.tokens_per_s);
       std::fprintf(stderr, "[train] checkpoint: %s\n", r.last_checkpoint.c_str());
     };
   });
