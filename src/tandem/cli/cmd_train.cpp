@@ -34,9 +34,10 @@ void add_train(CLI::App& app, Action& action) {
       opts.resume = a->resume;
       opts.stop_after = a->stop_after;
       TrainResult r = run_training(cfg, opts);
-      std::string val = r.last_val_loss >= 0 ? ", val loss " + std::to_string(r.last_val_loss) : "";
+      char val[48] = "";
+      if (r.last_val_loss >= 0) std::snprintf(val, sizeof val, ", val loss %.4f", r.last_val_loss);
       std::fprintf(stderr, "[train] done: step %lld, loss %.4f%s, %.0f tok/s\n", (long long)r.step,
-                   r.last_loss, val.c_str(), r.tokens_per_s);
+                   r.last_loss, val, r.tokens_per_s);
       std::fprintf(stderr, "[train] checkpoint: %s\n", r.last_checkpoint.c_str());
     };
   });
