@@ -10,32 +10,9 @@
 #include <fstream>
 #include <string>
 
-#include "tandem/core/error.h"
+#include "../common/test_util.h"
 
 namespace tandem::test {
-
-// A fresh directory named after the running test and the pid; removed on destruction.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = std::string(info->test_suite_name()) + "_" + info->name();
-    path_ = std::filesystem::temp_directory_path() /
-            ("tandem_data_" + std::to_string(::getpid()) + "_" + name);
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
-inline void write_text(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
 
 // `lines` deterministic English-like sentences (ASCII letters, digits, punctuation), one per
 // line, with an occasional blank line that must not become a document.
@@ -65,18 +42,6 @@ inline std::string make_corpus(int lines, uint64_t seed = 7) {
     if (i % 37 == 36) out += "   \n";
   }
   return out;
-}
-
-// Returns the message of the tandem::Error thrown by `fn`, or "" (and a test failure).
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const tandem::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an error";
-  return "";
 }
 
 }  // namespace tandem::test

@@ -65,21 +65,22 @@ TEST(Safetensors, RejectsMalformedFiles) {
   EXPECT_NE(error_of(huge).find("exceeds"), std::string::npos);
   EXPECT_NE(error_of(with_header("{not json", data)).find("JSON"), std::string::npos);
   EXPECT_NE(error_of(with_header("[1,2]", data)).find("object"), std::string::npos);
-  EXPECT_NE(error_of(with_header(R"({"t":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", data))
-                .find("outside"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(with_header(R"({"t":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", data))
+          .find("outside"),
+      std::string::npos);
   EXPECT_NE(error_of(with_header(R"({"t":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", data))
                 .find("does not match"),
             std::string::npos);
   EXPECT_NE(error_of(with_header(R"({"t":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}})", data))
                 .find("unknown dtype"),
             std::string::npos);
-  EXPECT_NE(error_of(with_header(R"({"t":{"shape":[1],"data_offsets":[0,4]}})", data))
-                .find("malformed"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(with_header(R"({"t":{"shape":[1],"data_offsets":[0,4]}})", data)).find("malformed"),
+      std::string::npos);
   EXPECT_NE(error_of("abc").find("probe.safetensors"), std::string::npos) << "names the source";
-  EXPECT_EQ(error_of(with_header(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", data)),
-            "")
+  EXPECT_EQ(
+      error_of(with_header(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", data)), "")
       << "a valid file parses";
 }
 

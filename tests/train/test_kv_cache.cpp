@@ -8,6 +8,7 @@
 #include <ostream>
 #include <vector>
 
+#include "../model/model_test_util.h"
 #include "tandem/backend/backend.h"
 #include "tandem/core/error.h"
 #include "tandem/core/rng.h"
@@ -31,23 +32,9 @@ ModelConfig kv_config(int kv_heads, bool tied) {
   return c;
 }
 
-// init(seed), then weights with std 1/sqrt(fan_in) and norms 1 + 0.2 N(0, 1): the default
-// N(0, 0.02) gives nearly uniform attention and logits, where greedy ties hide bugs.
-void init_sharp(Llama& m, uint64_t seed) {
-  m.init(seed);
-  std::vector<float> p(m.num_params());
-  m.save_params(p.data());
-  for (const auto& t : m.layout().tensors) {
-    float* w = p.data() + t.offset;
-    if (t.shape.size() == 1) {
-      for (size_t i = 0; i < t.numel; ++i) w[i] = 1.0f + 0.2f * rng_normal(seed, 99, t.offset + i);
-    } else {
-      const float s = 1.0f / (0.02f * std::sqrt((float)t.shape[1]));
-      for (size_t i = 0; i < t.numel; ++i) w[i] *= s;
-    }
-  }
-  m.load_params(p.data());
-}
+// Weights with non-trivial scale (shared with the model tests): the default N(0, 0.02) gives
+// nearly uniform attention and logits, where greedy ties hide bugs.
+void init_sharp(Llama& m, uint64_t seed) { test::init_test_weights(m, seed); }
 
 // Logits predicting the token after `tokens`, by a full forward over all of them.
 std::vector<float> full_logits(Llama& m, const std::vector<int32_t>& tokens) {

@@ -62,7 +62,8 @@ class RunEdges : public ::testing::Test {
 TEST_F(RunEdges, MalformedManifestsAreSkippedNotFatal) {
   TinyRun a = run("a");
   run_training(test::tiny_config(a), quiet());
-  edit_manifest(a.out_dir + "/step-00000012", [](nlohmann::json& j) { j["files"] = nlohmann::json::array(); });
+  edit_manifest(a.out_dir + "/step-00000012",
+                [](nlohmann::json& j) { j["files"] = nlohmann::json::array(); });
   edit_manifest(a.out_dir + "/step-00000008", [](nlohmann::json& j) { j.erase("rng"); });
   std::vector<std::string> rejected;
   auto latest = latest_checkpoint(a.out_dir, &rejected);

@@ -13,73 +13,14 @@
 #include <string>
 #include <vector>
 
-#include "tandem/core/error.h"
-#include "tandem/core/hash.h"
+#include "../common/test_util.h"
 #include "tandem/data/prepare.h"
 #include "tandem/train/config.h"
 
 namespace tandem::test {
 
-namespace fs = std::filesystem;
-
 // The dataset's vocabulary; >= 260 (3 special ids + 256 byte pieces + merges).
 constexpr int kVocab = 384;
-
-// A fresh directory named after the running test and the pid; removed on destruction.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = info ? std::string(info->test_suite_name()) + "-" + info->name() : "suite";
-    for (char& c : name)
-      if (c == '/') c = '_';
-    path_ = fs::temp_directory_path() / ("tandem-test-" + name + "-" + std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-inline void write_text(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
-inline std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-inline std::string sha_of(const std::string& path) {
-  std::string b = read_bytes(path);
-  return sha256_hex(b.data(), b.size());
-}
-
-// XORs the byte at `offset` (or at the middle of the file when offset < 0) with `mask`.
-inline void flip_byte(const std::string& path, std::streamoff offset = -1, char mask = 0x5a) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  if (offset < 0) {
-    f.seekg(0, std::ios::end);
-    offset = f.tellg() / 2;
-  }
-  char c = 0;
-  f.seekg(offset);
-  f.read(&c, 1);
-  c = static_cast<char>(c ^ mask);
-  f.seekp(offset);
-  f.write(&c, 1);
-}
 
 // `lines` deterministic English-like sentences with a strong, learnable structure (a small
 // word set in mostly fixed phrases), so a tiny model's loss falls visibly within ~40 steps.
@@ -176,18 +117,6 @@ inline std::vector<std::pair<int64_t, double>> metric_series(const std::string& 
   for (const auto& j : read_metrics(path))
     if (j.contains(field)) out.emplace_back(j["step"].get<int64_t>(), j[field].get<double>());
   return out;
-}
-
-// Returns the message of the tandem::Error thrown by `fn`, or "" (and a test failure).
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const tandem::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a tandem::Error";
-  return "";
 }
 
 }  // namespace tandem::test

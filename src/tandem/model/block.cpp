@@ -10,8 +10,8 @@ void block_forward_pre(Backend& be, const ModelConfig& cfg, const float* P, cons
   be.matmul_forward(b.qkv, b.ln1, P + o.wqkv, n, cfg.qkv_dim(), cfg.dim);
 }
 
-void block_forward_post(Backend& be, const ModelConfig& cfg, const float* P,
-                        const LayerOffsets& o, const BlockBuffers& b, int n) {
+void block_forward_post(Backend& be, const ModelConfig& cfg, const float* P, const LayerOffsets& o,
+                        const BlockBuffers& b, int n) {
   const int C = cfg.dim, F = cfg.hidden_dim;
   const int HD = cfg.n_heads * cfg.head_dim();
   const size_t nc = (size_t)n * C;

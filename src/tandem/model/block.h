@@ -25,8 +25,8 @@ void block_forward_post(Backend& be, const ModelConfig& cfg, const float* params
 // `attention(att, qkv)` rotates q/k in qkv and writes the attention output to att. A template
 // rather than std::function: nothing is allocated per call.
 template <typename Attention>
-void block_forward(Backend& be, const ModelConfig& cfg, const float* params,
-                   const LayerOffsets& o, const BlockBuffers& b, int n, Attention&& attention) {
+void block_forward(Backend& be, const ModelConfig& cfg, const float* params, const LayerOffsets& o,
+                   const BlockBuffers& b, int n, Attention&& attention) {
   block_forward_pre(be, cfg, params, o, b, n);
   attention(b.att, b.qkv);
   block_forward_post(be, cfg, params, o, b, n);

@@ -117,15 +117,18 @@ nlohmann::json read_manifest(const std::string& dir) {
   }
   // Every field is checked for presence and type here, so later reads cannot throw.
   auto field = [&](const char* key, bool ok) {
-    if (!man.contains(key) || !ok) fail("[checkpoint] " + path + ": field '" + key + "' is missing or has the wrong type");
+    if (!man.contains(key) || !ok)
+      fail("[checkpoint] " + path + ": field '" + key + "' is missing or has the wrong type");
   };
   if (!man.is_object()) fail("[checkpoint] " + path + ": not a JSON object");
-  field("format_version", man.contains("format_version") && man["format_version"].is_number_integer());
+  field("format_version",
+        man.contains("format_version") && man["format_version"].is_number_integer());
   if (man["format_version"] != kCheckpointFormat)
     fail("[checkpoint] " + path + ": unsupported format_version " + man["format_version"].dump());
   field("step", man.contains("step") && man["step"].is_number_integer() && man["step"] >= 0);
   field("config", man.contains("config") && man["config"].is_string());
-  field("tokenizer_sha256", man.contains("tokenizer_sha256") && man["tokenizer_sha256"].is_string());
+  field("tokenizer_sha256",
+        man.contains("tokenizer_sha256") && man["tokenizer_sha256"].is_string());
   field("rng", man.contains("rng") && man["rng"].is_object() && man["rng"].contains("seed") &&
                    man["rng"]["seed"].is_number_unsigned());
   field("data", man.contains("data") && man["data"].is_object() &&

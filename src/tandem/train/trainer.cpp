@@ -7,8 +7,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -93,7 +93,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   BatchLoader train_loader(train_shard, tc.batch_size, tc.seq_len, tc.seed);
   // Validation needs a val shard only when it runs (a dataset may hold out nothing).
   std::optional<BatchLoader> val_loader;
-  if (tc.eval_every > 0) val_loader.emplace(val_shard, tc.batch_size, tc.seq_len, tc.seed ^ kValSeedXor);
+  if (tc.eval_every > 0)
+    val_loader.emplace(val_shard, tc.batch_size, tc.seq_len, tc.seed ^ kValSeedXor);
   if (opts.progress) std::fprintf(stderr, "%s\n", cfg.model.summary().c_str());
 
   std::unique_ptr<Backend> be = make_backend(tc.backend, tc.threads);
