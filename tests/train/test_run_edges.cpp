@@ -41,22 +41,13 @@ TEST(RunConfigToml, RoundTripsEveryShippedConfig) {
   }
 }
 
-class RunEdges : public ::testing::Test {
+class RunEdges : public test::TinyRunTest {
  protected:
-  void SetUp() override { data_ = test::prepare_tiny_dataset(dir_); }
-  TinyRun run(const std::string& name) {
-    TinyRun r;
-    r.data_dir = data_;
-    r.out_dir = dir_.file(name);
-    return r;
-  }
   void edit_manifest(const std::string& ck, const std::function<void(nlohmann::json&)>& f) {
     auto j = nlohmann::json::parse(test::read_bytes(ck + "/manifest.json"));
     f(j);
     test::write_text(ck + "/manifest.json", j.dump());
   }
-  TempDir dir_;
-  std::string data_;
 };
 
 TEST_F(RunEdges, MalformedManifestsAreSkippedNotFatal) {

@@ -36,18 +36,7 @@ void expect_same_checkpoint(const std::string& a, const std::string& b) {
   }
 }
 
-class TrainingRuns : public ::testing::Test {
- protected:
-  void SetUp() override { data_ = test::prepare_tiny_dataset(dir_); }
-  TinyRun run(const std::string& name) {
-    TinyRun r;
-    r.data_dir = data_;
-    r.out_dir = dir_.file(name);
-    return r;
-  }
-  TempDir dir_;
-  std::string data_;
-};
+class TrainingRuns : public test::TinyRunTest {};
 
 TEST_F(TrainingRuns, SameConfigGivesSameBits) {
   TinyRun a = run("a"), b = run("b");

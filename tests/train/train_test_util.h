@@ -119,4 +119,19 @@ inline std::vector<std::pair<int64_t, double>> metric_series(const std::string& 
   return out;
 }
 
+// A test fixture with a prepared tiny dataset; run(name) is a TinyRun writing to dir/name.
+class TinyRunTest : public ::testing::Test {
+ protected:
+  void SetUp() override { data_ = prepare_tiny_dataset(dir_); }
+  TinyRun run(const std::string& name) {
+    TinyRun r;
+    r.data_dir = data_;
+    r.out_dir = dir_.file(name);
+    return r;
+  }
+  TempDir dir_;
+  std::string data_;
+};
+
+
 }  // namespace tandem::test
