@@ -90,9 +90,9 @@ inline std::string tiny_config_text(const TinyRun& r) {
     << "lr = " << r.lr << "\nmin_lr = " << r.lr / 10 << "\nwarmup_steps = 2\n"
     << "weight_decay = 0.1\ngrad_clip = 1.0\n"
     << "eval_every = " << r.eval_every << "\neval_batches = 2\n"
-    << "checkpoint_every = " << r.checkpoint_every << "\n"
-    << "keep_checkpoints = " << r.keep_checkpoints << "\n"
     << "log_every = 1\nseed = " << r.seed << "\nthreads = 2\n\n"
+    << "[checkpoint]\nevery_steps = " << r.checkpoint_every << "\nevery_seconds = 0\n"
+    << "keep_last = " << r.keep_checkpoints << "\n\n"
     << "[run]\nout_dir = \"" << r.out_dir << "\"\n";
   return t.str();
 }

@@ -1,8 +1,11 @@
-// tandem train CONFIG.toml [--resume]: run (or continue) a training job.
+// tandem train CONFIG.toml [--resume]: run (or continue) a training job under the supervisor.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "tandem/cli/commands.h"
+#include "tandem/train/faults.h"
+#include "tandem/train/supervisor.h"
 #include "tandem/train/trainer.h"
 
 namespace tandem::cli {
@@ -10,19 +13,25 @@ namespace tandem::cli {
 void add_train(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("train", "train a model from a TOML config");
   struct Args {
-    std::string config, out_dir, data_dir;
-    bool resume = false;
+    std::string config, out_dir, data_dir, inject;
+    bool resume = false, no_supervise = false, worker = false;
     int64_t steps = -1, stop_after = -1;
     int threads = -1;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("config", a->config, "run config (TOML)")->required();
-  cmd->add_flag("--resume", a->resume, "continue from the newest checkpoint that verifies");
+  cmd->add_flag("--resume", a->resume, "continue from the newest state that verifies");
   cmd->add_option("--out-dir", a->out_dir, "override run.out_dir");
   cmd->add_option("--data-dir", a->data_dir, "override data.dir");
   cmd->add_option("--max-steps", a->steps, "override train.max_steps");
   cmd->add_option("--stop-after", a->stop_after, "stop (with a checkpoint) after this step");
   cmd->add_option("--threads", a->threads, "override train.threads");
+  cmd->add_option("--inject", a->inject,
+                  "inject faults, e.g. 'crash@50,nan_grad@80' (docs/resilience.md)");
+  cmd->add_flag("--no-supervise", a->no_supervise,
+                "run in this process: no restarts after a crash or hang");
+  cmd->add_flag("--worker", a->worker, "internal: the supervised training process")
+      ->group("");
   cmd->callback([&action, a] {
     action = [a] {
       RunConfig cfg = load_run_config(a->config);
@@ -30,14 +39,40 @@ void add_train(CLI::App& app, Action& action) {
       if (!a->data_dir.empty()) cfg.data_dir = a->data_dir;
       if (a->steps > 0) cfg.train.max_steps = a->steps;
       if (a->threads >= 0) cfg.train.threads = a->threads;
+      if (!a->inject.empty()) {
+        FaultPlan::parse(a->inject);  // a bad spec is an error here, before anything runs
+        ::setenv("TANDEM_FAULTS", a->inject.c_str(), 1);
+      }
+      if (!a->no_supervise && !a->worker) {
+        std::vector<std::string> argv = {"tandem", "train", a->config, "--worker"};
+        auto opt = [&](const char* flag, const std::string& v) {
+          if (!v.empty()) argv.insert(argv.end(), {flag, v});
+        };
+        opt("--out-dir", a->out_dir);
+        opt("--data-dir", a->data_dir);
+        if (a->steps > 0) opt("--max-steps", std::to_string(a->steps));
+        if (a->stop_after > 0) opt("--stop-after", std::to_string(a->stop_after));
+        if (a->threads >= 0) opt("--threads", std::to_string(a->threads));
+        int rc = run_supervised(cfg, argv, a->resume);
+        if (rc != 0) std::exit(rc);
+        return;
+      }
       TrainOptions opts;
       opts.resume = a->resume;
       opts.stop_after = a->stop_after;
       TrainResult r = run_training(cfg, opts);
+      if (!r.diagnosis.empty()) {
+        std::fprintf(stderr, "[guard] %s\n", r.diagnosis.c_str());
+        std::fflush(stderr);
+        std::exit(kExitDiagnosis);
+      }
       char val[48] = "";
       if (r.last_val_loss >= 0) std::snprintf(val, sizeof val, ", val loss %.4f", r.last_val_loss);
       std::fprintf(stderr, "[train] done: step %lld, loss %.4f%s, %.0f tok/s\n", (long long)r.step,
                    r.last_loss, val, r.tokens_per_s);
+      if (r.rollbacks > 0)
+        std::fprintf(stderr, "[train] guard: %d rollbacks, %d transient faults, %d skipped batches\n",
+                     r.rollbacks, r.transient_faults, r.skipped_batches);
       std::fprintf(stderr, "[train] checkpoint: %s\n", r.last_checkpoint.c_str());
     };
   });

@@ -5,10 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include "tandem/core/error.h"
@@ -44,13 +46,42 @@ void fsync_path(const std::string& path) {
   if (rc != 0) fail("fsync failed on '" + path + "': " + std::strerror(err));
 }
 
+namespace {
+std::mutex g_fault_mu;
+std::string g_fault_prefix;
+int g_fault_err = 0;
+
+// The injected errno for a write to `path`, consumed; 0 when none is armed for it.
+int take_write_fault(const std::string& path) {
+  std::lock_guard<std::mutex> lock(g_fault_mu);
+  if (g_fault_err == 0 || path.rfind(g_fault_prefix, 0) != 0) return 0;
+  int err = g_fault_err;
+  g_fault_err = 0;
+  return err;
+}
+}  // namespace
+
+void inject_write_fault(const std::string& path_prefix, int err) {
+  std::lock_guard<std::mutex> lock(g_fault_mu);
+  g_fault_prefix = path_prefix;
+  g_fault_err = err;
+}
+
 void atomic_write_file(const std::string& path, std::string_view data) {
   std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  const int injected = take_write_fault(path);
+  if (injected != 0 && injected != ENOSPC) errno = injected;
+  int fd = injected != 0 && injected != ENOSPC
+               ? -1
+               : ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) fail("cannot create '" + tmp + "': " + std::strerror(errno));
   size_t off = 0;
   while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    const size_t half = data.size() / 2;
+    ssize_t n = injected == ENOSPC && off >= half
+                    ? (errno = ENOSPC, -1)
+                    : ::write(fd, data.data() + off,
+                              (injected == ENOSPC ? std::max(half, (size_t)1) : data.size()) - off);
     if (n < 0) {
       if (errno == EINTR) continue;
       int err = errno;

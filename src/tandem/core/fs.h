@@ -15,6 +15,11 @@ void make_dirs(const std::string& path);
 void atomic_write_file(const std::string& path, std::string_view data);
 
 void fsync_path(const std::string& path);  // file or directory
+
+// Fault injection (tests and `TANDEM_FAULTS`): the next atomic_write_file of a path that starts
+// with path_prefix fails as the OS would with errno `err`: ENOSPC after writing half the data,
+// any other errno (EROFS, EIO) when creating the file. One shot; safe across threads.
+void inject_write_fault(const std::string& path_prefix, int err);
 void remove_all(const std::string& path);
 
 }  // namespace tandem

@@ -55,7 +55,8 @@ bool is_step_dir(const std::string& name) {
 
 std::string save_checkpoint(const std::string& run_dir, const CheckpointState& state,
                             const ParamLayout& layout, const float* params, const float* m,
-                            const float* v, const std::string& tokenizer_path) {
+                            const float* v, const std::string& tokenizer_path,
+                            const std::function<void(const std::string&)>& after_file) {
   make_dirs(run_dir);
   const std::string final_dir = run_dir + "/" + checkpoint_name(state.step);
   const std::string tmp = final_dir + ".tmp-" + std::to_string(::getpid());
@@ -65,6 +66,7 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointState& s
   auto put = [&](const std::string& name, const std::string& bytes) {
     atomic_write_file(tmp + "/" + name, bytes);
     files[name] = sha256_hex(bytes.data(), bytes.size());
+    if (after_file) after_file(name);
   };
   try {
     StFile model = tensors_of(layout, params, "");
@@ -88,11 +90,8 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointState& s
     man["files"] = files;
     atomic_write_file(tmp + "/manifest.json", man.dump(2) + "\n");
     fsync_path(tmp);
-    if (path_exists(final_dir)) {
-      // An earlier checkpoint of this step that failed to verify: keep it aside, never delete.
-      std::string aside = final_dir + ".rejected-" + std::to_string(::time(nullptr));
-      fs::rename(final_dir, aside);
-    }
+    // An earlier checkpoint of this step (one that failed to verify): keep it aside.
+    if (path_exists(final_dir)) set_aside(final_dir);
     fs::rename(tmp, final_dir);
     fsync_path(run_dir);
   } catch (const fs::filesystem_error& e) {
@@ -172,7 +171,8 @@ CheckpointData load_checkpoint(const std::string& dir, const ParamLayout& layout
 }
 
 std::optional<std::string> latest_checkpoint(const std::string& run_dir,
-                                             std::vector<std::string>* rejected) {
+                                             std::vector<std::string>* rejected,
+                                             std::vector<std::string>* rejected_dirs) {
   if (!path_exists(run_dir)) return std::nullopt;
   if (!fs::is_directory(run_dir)) fail("[checkpoint] '" + run_dir + "' is not a directory");
   std::vector<std::string> names;
@@ -188,6 +188,7 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir,
       return dir;
     } catch (const Error& e) {
       if (rejected) rejected->push_back(e.what());
+      if (rejected_dirs) rejected_dirs->push_back(dir);
     }
   }
   return std::nullopt;
@@ -203,7 +204,15 @@ void remove_stale_temporaries(const std::string& run_dir) {
   }
 }
 
-void prune_checkpoints(const std::string& run_dir, int keep) {
+std::string set_aside(const std::string& dir) {
+  std::string aside = dir + ".rejected-" + std::to_string(::time(nullptr));
+  for (int i = 1; path_exists(aside); ++i)
+    aside = dir + ".rejected-" + std::to_string(::time(nullptr)) + "-" + std::to_string(i);
+  fs::rename(dir, aside);
+  return aside;
+}
+
+void prune_checkpoints(const std::string& run_dir, int keep, int64_t keep_every) {
   if (keep <= 0 || !path_exists(run_dir)) return;
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(run_dir)) {
@@ -212,7 +221,11 @@ void prune_checkpoints(const std::string& run_dir, int keep) {
       names.push_back(n);
   }
   std::sort(names.rbegin(), names.rend());
-  for (size_t i = keep; i < names.size(); ++i) remove_all(run_dir + "/" + names[i]);
+  for (size_t i = keep; i < names.size(); ++i) {
+    const int64_t step = std::stoll(names[i].substr(5));
+    if (keep_every > 0 && step % keep_every == 0) continue;
+    remove_all(run_dir + "/" + names[i]);
+  }
 }
 
 }  // namespace tandem

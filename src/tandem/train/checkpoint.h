@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -36,10 +37,12 @@ struct CheckpointData {
 std::string checkpoint_name(int64_t step);
 
 // Writes run_dir/step-XXXXXXXX atomically and returns its path. m and v may be null (weights
-// only). tokenizer_path, if non-empty, is copied in.
+// only). tokenizer_path, if non-empty, is copied in. after_file, if set, runs after each file
+// lands in the temporary directory (fault injection kills the process there).
 std::string save_checkpoint(const std::string& run_dir, const CheckpointState& state,
                             const ParamLayout& layout, const float* params, const float* m,
-                            const float* v, const std::string& tokenizer_path);
+                            const float* v, const std::string& tokenizer_path,
+                            const std::function<void(const std::string&)>& after_file = {});
 
 // Reads and fully verifies a checkpoint directory; throws Error naming the file that failed.
 CheckpointData load_checkpoint(const std::string& dir, const ParamLayout& layout,
@@ -48,15 +51,21 @@ CheckpointData load_checkpoint(const std::string& dir, const ParamLayout& layout
 nlohmann::json read_manifest(const std::string& dir);
 
 // Newest checkpoint in run_dir whose manifest and checksums verify. Each rejected candidate
-// is reported in *rejected as "DIR: reason".
+// is reported in *rejected as the reason (which names the file) and in *rejected_dirs as its
+// directory.
 std::optional<std::string> latest_checkpoint(const std::string& run_dir,
-                                             std::vector<std::string>* rejected);
+                                             std::vector<std::string>* rejected,
+                                             std::vector<std::string>* rejected_dirs = nullptr);
 
 // Deletes step-XXXXXXXX.tmp-PID directories: saves that a crash interrupted. Call only when
 // no other process writes checkpoints into run_dir.
 void remove_stale_temporaries(const std::string& run_dir);
 
-// Deletes all but the newest `keep` complete checkpoints (keep <= 0 keeps all).
-void prune_checkpoints(const std::string& run_dir, int keep);
+// Deletes complete checkpoints other than the newest `keep_last` and those whose step is a
+// multiple of keep_every (keep_last <= 0 keeps all; keep_every <= 0 keeps no extra ones).
+void prune_checkpoints(const std::string& run_dir, int keep_last, int64_t keep_every = 0);
+
+// Moves a checkpoint that failed verification aside (DIR.rejected-TIME); never deletes it.
+std::string set_aside(const std::string& dir);
 
 }  // namespace tandem

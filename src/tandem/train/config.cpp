@@ -77,9 +77,11 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   }
   for (const auto& [k, v] : root) {
     std::string key(k.str());
-    if (key != "model" && key != "data" && key != "train" && key != "run")
+    static const std::set<std::string> kTables = {"model", "data",  "train",     "checkpoint",
+                                                  "guard", "supervisor", "run"};
+    if (!kTables.count(key))
       fail("[config] " + source + ": unknown table '" + key +
-           "' (expected model, data, train, run)");
+           "' (expected model, data, train, checkpoint, guard, supervisor, run)");
     if (!v.is_table()) fail("[config] " + source + ": '" + key + "' must be a table");
   }
   if (!root["model"].as_table()) fail("[config] " + source + ": missing table [model]");
@@ -123,13 +125,43 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   t.get("grad_clip", tc.grad_clip, false);
   t.get("eval_every", tc.eval_every, false);
   t.get("eval_batches", tc.eval_batches, false);
-  t.get("checkpoint_every", tc.checkpoint_every, false);
-  t.get("keep_checkpoints", tc.keep_checkpoints, false);
   t.get("log_every", tc.log_every, false);
   t.get("seed", tc.seed, false);
   t.get("threads", tc.threads, false);
   t.get("backend", tc.backend, false);
   t.check_unknown();
+
+  Table c(root["checkpoint"].as_table(), "checkpoint", source);
+  CheckpointConfig& cc = rc.checkpoint;
+  c.get("every_steps", cc.every_steps, false);
+  c.get("every_seconds", cc.every_seconds, false);
+  c.get("keep_last", cc.keep_last, false);
+  c.get("keep_every", cc.keep_every, false);
+  c.get("snapshot_every", cc.snapshot_every, false);
+  c.check_unknown();
+
+  Table g(root["guard"].as_table(), "guard", source);
+  GuardConfig& gc = rc.guard;
+  g.get("enabled", gc.enabled, false);
+  g.get("window", gc.window, false);
+  g.get("min_history", gc.min_history, false);
+  g.get("loss_z", gc.loss_z, false);
+  g.get("grad_z", gc.grad_z, false);
+  g.get("max_rollbacks", gc.max_rollbacks, false);
+  g.get("fingerprint_every", gc.fingerprint_every, false);
+  g.get("replay_check_every", gc.replay_check_every, false);
+  g.check_unknown();
+
+  Table s(root["supervisor"].as_table(), "supervisor", source);
+  SupervisorConfig& sc = rc.supervisor;
+  s.get("max_restarts", sc.max_restarts, false);
+  s.get("max_failures", sc.max_failures, false);
+  s.get("backoff_s", sc.backoff_s, false);
+  s.get("backoff_max_s", sc.backoff_max_s, false);
+  s.get("hang_factor", sc.hang_factor, false);
+  s.get("hang_min_s", sc.hang_min_s, false);
+  s.get("startup_timeout_s", sc.startup_timeout_s, false);
+  s.check_unknown();
 
   Table r(root["run"].as_table(), "run", source);
   r.get("out_dir", rc.out_dir, false);
@@ -151,6 +183,24 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   need(tc.eps > 0, "eps' must be positive");
   need(tc.eval_batches > 0, "eval_batches' must be positive");
   need(tc.log_every > 0, "log_every' must be positive");
+  auto need_in = [&](bool ok, const std::string& key, const char* what) {
+    if (!ok) fail("[config] " + source + ": key '" + key + "' " + what);
+  };
+  need_in(cc.every_seconds >= 0, "checkpoint.every_seconds", "must not be negative");
+  need_in(cc.snapshot_every > 0, "checkpoint.snapshot_every", "must be positive");
+  need_in(gc.window >= 3, "guard.window", "must be at least 3");
+  need_in(gc.min_history >= 3 && gc.min_history <= gc.window, "guard.min_history",
+          "must be between 3 and guard.window");
+  need_in(gc.loss_z > 0, "guard.loss_z", "must be positive");
+  need_in(gc.grad_z > 0, "guard.grad_z", "must be positive");
+  need_in(gc.max_rollbacks > 0, "guard.max_rollbacks", "must be positive");
+  need_in(sc.max_failures > 0, "supervisor.max_failures", "must be positive");
+  need_in(sc.backoff_s >= 0, "supervisor.backoff_s", "must not be negative");
+  need_in(sc.backoff_max_s >= sc.backoff_s, "supervisor.backoff_max_s",
+          "must be at least supervisor.backoff_s");
+  need_in(sc.hang_factor >= 1, "supervisor.hang_factor", "must be at least 1");
+  need_in(sc.hang_min_s > 0, "supervisor.hang_min_s", "must be positive");
+  need_in(sc.startup_timeout_s > 0, "supervisor.startup_timeout_s", "must be positive");
   return rc;
 }
 
@@ -162,6 +212,13 @@ class TomlWriter {
   void put(const char* k, int64_t v) { out_ << k << " = " << v << "\n"; }
   void put(const char* k, int v) { put(k, (int64_t)v); }
   void put(const char* k, bool v) { out_ << k << " = " << (v ? "true" : "false") << "\n"; }
+  void put(const char* k, double v) {
+    char buf[32];
+    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    std::string f(buf, r.ptr);
+    if (f.find_first_of(".eEn") == std::string::npos) f += ".0";
+    out_ << k << " = " << f << "\n";
+  }
   void put(const char* k, float v) {
     char buf[32];
     auto r = std::to_chars(buf, buf + sizeof buf, v);
@@ -211,12 +268,36 @@ std::string run_config_toml(const RunConfig& rc) {
   w.put("grad_clip", t.grad_clip);
   w.put("eval_every", t.eval_every);
   w.put("eval_batches", t.eval_batches);
-  w.put("checkpoint_every", t.checkpoint_every);
-  w.put("keep_checkpoints", t.keep_checkpoints);
   w.put("log_every", t.log_every);
   w.put("seed", (int64_t)t.seed);
   w.put("threads", t.threads);
   w.put("backend", t.backend);
+  const CheckpointConfig& c = rc.checkpoint;
+  w.table("checkpoint");
+  w.put("every_steps", c.every_steps);
+  w.put("every_seconds", c.every_seconds);
+  w.put("keep_last", c.keep_last);
+  w.put("keep_every", c.keep_every);
+  w.put("snapshot_every", c.snapshot_every);
+  const GuardConfig& g = rc.guard;
+  w.table("guard");
+  w.put("enabled", g.enabled);
+  w.put("window", g.window);
+  w.put("min_history", g.min_history);
+  w.put("loss_z", g.loss_z);
+  w.put("grad_z", g.grad_z);
+  w.put("max_rollbacks", g.max_rollbacks);
+  w.put("fingerprint_every", g.fingerprint_every);
+  w.put("replay_check_every", g.replay_check_every);
+  const SupervisorConfig& s = rc.supervisor;
+  w.table("supervisor");
+  w.put("max_restarts", s.max_restarts);
+  w.put("max_failures", s.max_failures);
+  w.put("backoff_s", s.backoff_s);
+  w.put("backoff_max_s", s.backoff_max_s);
+  w.put("hang_factor", s.hang_factor);
+  w.put("hang_min_s", s.hang_min_s);
+  w.put("startup_timeout_s", s.startup_timeout_s);
   w.table("run");
   w.put("out_dir", rc.out_dir);
   return "# Effective configuration of this run (file values with command-line overrides).\n" +

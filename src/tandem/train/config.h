@@ -1,4 +1,5 @@
-// Run configuration read from a TOML file: [model], [data] and [train] tables. Every key is
+// Run configuration read from a TOML file: [model], [data], [train], [checkpoint], [guard],
+// [supervisor] and [run] tables. Every key is
 // checked: unknown keys, missing keys and wrong types are errors naming the file and the key.
 #pragma once
 
@@ -22,12 +23,42 @@ struct TrainConfig {
   float grad_clip = 1.0f;    // <= 0 disables clipping
   int64_t eval_every = 100;  // steps; 0 disables
   int eval_batches = 8;
-  int64_t checkpoint_every = 200;  // steps; 0 saves only at the end
-  int keep_checkpoints = 3;        // newest K kept; 0 keeps all
   int64_t log_every = 10;
   uint64_t seed = 1337;
   int threads = 0;  // 0 = all cores
   std::string backend = "cpu";
+};
+
+// [checkpoint]: when state is saved to disk and to the in-memory snapshot, and what is kept.
+struct CheckpointConfig {
+  int64_t every_steps = 0;     // 0: not by step count
+  double every_seconds = 60;   // 0: not by time; either trigger saves (one is always at the end)
+  int keep_last = 3;           // newest K kept; 0 keeps all
+  int64_t keep_every = 0;      // also keep steps divisible by M (0: none)
+  int64_t snapshot_every = 1;  // steps between in-memory snapshots (rollback and fast restart)
+};
+
+// [guard]: the numerical fault guard, checked before every update is committed.
+struct GuardConfig {
+  bool enabled = true;
+  int window = 50;                 // recent steps the robust score is measured against
+  int min_history = 20;            // spikes are judged only once this many steps are known
+  double loss_z = 8.0;             // robust z-score of the loss that counts as a spike
+  double grad_z = 12.0;            // robust z-score of the gradient norm that counts as a spike
+  int max_rollbacks = 3;           // consecutive rollbacks before the run stops with a diagnosis
+  int64_t fingerprint_every = 100; // steps between state fingerprints in the event log; 0: off
+  int64_t replay_check_every = 0;  // steps between bit-exact gradient replays; 0: off
+};
+
+// [supervisor]: restarts of a crashed or hung training process.
+struct SupervisorConfig {
+  int max_restarts = 100;          // restart budget for one `tandem train`
+  int max_failures = 5;            // consecutive restarts without progress before giving up
+  double backoff_s = 0.5;          // first restart delay; doubles per failure without progress
+  double backoff_max_s = 30;
+  double hang_factor = 10;         // hang: no heartbeat for factor x median step time...
+  double hang_min_s = 60;          // ...but never less than this
+  double startup_timeout_s = 600;  // before the first heartbeat of a process
 };
 
 struct RunConfig {
@@ -36,6 +67,9 @@ struct RunConfig {
   ModelConfig model;
   std::string data_dir;  // a prepared dataset (tokenizer.model, train.bin, val.bin)
   TrainConfig train;
+  CheckpointConfig checkpoint;
+  GuardConfig guard;
+  SupervisorConfig supervisor;
   std::string out_dir;  // run directory: checkpoints, metrics.jsonl
 };
 

@@ -1,57 +1,81 @@
-// MetricsLog: JSONL appends, flushed per line.
+// MetricsLog and TimingLog: JSONL appends, flushed per line (a record survives a SIGKILL).
 #include "tandem/train/metrics.h"
 
 #include <nlohmann/json.hpp>
+#include <cmath>
 #include <sstream>
 
 #include "tandem/core/error.h"
 #include "tandem/core/fs.h"
+#include "tandem/train/events.h"
 
 namespace tandem {
 
-MetricsLog::MetricsLog(const std::string& path, int64_t resume_step) {
-  std::string kept;
-  if (path_exists(path)) {
-    std::istringstream in(read_file(path));
-    std::string line;
-    while (std::getline(in, line)) {
-      try {
-        auto j = nlohmann::json::parse(line);
-        if (j.value("step", (int64_t)0) <= resume_step) kept += line + "\n";
-      } catch (const nlohmann::json::exception&) {
-        // a torn last line from a crash: drop it
-      }
-    }
-  }
-  atomic_write_file(path, kept);
-  f_ = std::fopen(path.c_str(), "a");
-  if (!f_) fail("[train] cannot open metrics log '" + path + "'");
+namespace {
+FILE* open_append(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "a");
+  if (!f) fail("[train] cannot open log '" + path + "'");
+  return f;
+}
+void put_line(FILE* f, const std::string& line) {
+  std::fputs(line.c_str(), f);
+  std::fputc('\n', f);
+  std::fflush(f);
+}
+}  // namespace
+
+MetricsLog::MetricsLog(const std::string& path, int64_t resume_step) : path_(path) {
+  truncate(resume_step);
 }
 
 MetricsLog::~MetricsLog() {
   if (f_) std::fclose(f_);
 }
 
-void MetricsLog::write(const std::string& line) {
-  std::fputs(line.c_str(), f_);
-  std::fputc('\n', f_);
-  std::fflush(f_);
+void MetricsLog::truncate(int64_t step) {
+  if (f_) std::fclose(f_);
+  f_ = nullptr;
+  std::string kept;
+  if (path_exists(path_)) {
+    std::istringstream in(read_file(path_));
+    std::string line;
+    while (std::getline(in, line)) {
+      try {
+        auto j = nlohmann::json::parse(line);
+        if (j.value("step", (int64_t)0) <= step) kept += line + "\n";
+      } catch (const nlohmann::json::exception&) {
+        // a torn last line from a crash: drop it
+      }
+    }
+  }
+  atomic_write_file(path_, kept);
+  f_ = open_append(path_);
 }
 
-void MetricsLog::step(int64_t step, double loss, float lr, double grad_norm, double tokens_per_s,
-                      double elapsed_s, bool skipped) {
-  nlohmann::ordered_json j = {{"step", step},
-                              {"loss", loss},
-                              {"lr", lr},
-                              {"grad_norm", grad_norm},
-                              {"tokens_per_s", tokens_per_s},
-                              {"elapsed_s", elapsed_s}};
-  if (skipped) j["skipped"] = true;
-  write(j.dump());
+void MetricsLog::write(const std::string& line) { put_line(f_, line); }
+
+void MetricsLog::step(int64_t step, double loss, float lr, double grad_norm) {
+  write(nlohmann::ordered_json(
+            {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm}})
+            .dump());
 }
 
 void MetricsLog::eval(int64_t step, double val_loss) {
   write(nlohmann::ordered_json({{"step", step}, {"val_loss", val_loss}}).dump());
+}
+
+TimingLog::TimingLog(const std::string& path) : f_(open_append(path)) {}
+
+TimingLog::~TimingLog() {
+  if (f_) std::fclose(f_);
+}
+
+void TimingLog::step(int64_t step, double step_s, double tokens_per_s) {
+  nlohmann::ordered_json j = {{"step", step},
+                              {"t", std::round(unix_now() * 1000.0) / 1000.0},
+                              {"step_s", step_s},
+                              {"tokens_per_s", std::round(tokens_per_s)}};
+  put_line(f_, j.dump());
 }
 
 }  // namespace tandem

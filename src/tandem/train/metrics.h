@@ -1,5 +1,7 @@
-// The run's metrics log: one JSON object per line (train steps and evaluations). On resume the
-// records past the checkpoint's step are dropped, so the log reads as one uninterrupted run.
+// The run's logs of committed steps. metrics.jsonl holds only what the computation determines
+// (loss, lr, gradient norm, validation loss), so a run that crashed and resumed has a byte-
+// identical metrics.jsonl to one that never failed. timing.jsonl holds the wall-clock side
+// (step time, tokens/s) and is append-only: a step redone after a crash appears twice there.
 #pragma once
 
 #include <cstdint>
@@ -10,14 +12,26 @@ namespace tandem {
 
 class MetricsLog {
  public:
+  // Opens path, keeping only records with step <= resume_step (drops a torn last line).
   MetricsLog(const std::string& path, int64_t resume_step);
   ~MetricsLog();
-  void step(int64_t step, double loss, float lr, double grad_norm, double tokens_per_s,
-            double elapsed_s, bool skipped);
+  void step(int64_t step, double loss, float lr, double grad_norm);
   void eval(int64_t step, double val_loss);
+  void truncate(int64_t step);  // drop records past `step` (after a rollback)
 
  private:
   void write(const std::string& line);
+  std::string path_;
+  FILE* f_ = nullptr;
+};
+
+class TimingLog {
+ public:
+  explicit TimingLog(const std::string& path);
+  ~TimingLog();
+  void step(int64_t step, double step_s, double tokens_per_s);
+
+ private:
   FILE* f_ = nullptr;
 };
 

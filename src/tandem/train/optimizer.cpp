@@ -26,10 +26,18 @@ void AdamW::step(float lr, int64_t t) {
            beta1_, beta2_, eps_, 0.0f, t);
 }
 
+double grad_norm(Llama& model) {
+  return std::sqrt(model.backend().sum_squares(model.grads(), model.num_params()));
+}
+
+void clip_grads(Llama& model, double norm, float clip) {
+  if (clip > 0 && norm > clip)
+    model.backend().scale(model.grads(), model.num_params(), (float)(clip / norm));
+}
+
 double clip_grad_norm(Llama& model, float clip) {
-  Backend& be = model.backend();
-  double norm = std::sqrt(be.sum_squares(model.grads(), model.num_params()));
-  if (clip > 0 && norm > clip) be.scale(model.grads(), model.num_params(), (float)(clip / norm));
+  double norm = grad_norm(model);
+  clip_grads(model, norm, clip);
   return norm;
 }
 

@@ -30,5 +30,8 @@ class AdamW {
 // Global L2 norm of the gradients; if clip > 0 and the norm exceeds it, scales them down.
 // Returns the norm before clipping.
 double clip_grad_norm(Llama& model, float clip);
+// The two halves of clip_grad_norm, for callers that judge the norm before applying the clip.
+double grad_norm(Llama& model);
+void clip_grads(Llama& model, double norm, float clip);
 
 }  // namespace tandem

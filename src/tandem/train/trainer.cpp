@@ -1,30 +1,42 @@
 // The training loop. All randomness is counter-based and the data cursor is a sample count, so
-// a run resumed from a checkpoint continues bit for bit as if it had never stopped.
+// a run resumed from a checkpoint or a snapshot continues bit for bit as if it had never
+// stopped. Every update is judged by the guard before it is committed; a bad one is rolled back
+// to the in-memory snapshot and replayed once to tell a hardware fault from a bad batch.
 #include "tandem/train/trainer.h"
 
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <limits>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "tandem/backend/backend.h"
 #include "tandem/core/error.h"
 #include "tandem/core/fs.h"
 #include "tandem/core/hash.h"
+#include "tandem/core/rng.h"
 #include "tandem/data/loader.h"
 #include "tandem/data/shard.h"
 #include "tandem/data/tokenizer.h"
 #include "tandem/model/llama.h"
 #include "tandem/train/checkpoint.h"
+#include "tandem/train/ckpt_writer.h"
+#include "tandem/train/events.h"
+#include "tandem/train/faults.h"
+#include "tandem/train/guard.h"
+#include "tandem/train/heartbeat.h"
 #include "tandem/train/metrics.h"
 #include "tandem/train/optimizer.h"
 #include "tandem/train/schedule.h"
+#include "tandem/train/snapshot.h"
 
 namespace tandem {
 namespace {
@@ -34,6 +46,10 @@ void on_signal(int) { g_stop = 1; }
 
 // Validation draws from its own seed so it never shares windows with training order.
 constexpr uint64_t kValSeedXor = 0x76616c6964ull;
+constexpr uint64_t kStreamFault = 0x6661756c74ull;  // fault-injection choices
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::string fmt_duration(double s) {
   char buf[32];
@@ -65,14 +81,53 @@ void check_resumable(const RunConfig& ck, const RunConfig& now, const std::strin
                  dir.c_str());
 }
 
+// The run's state besides tensors: the step, the data cursor, the guard's window and the
+// batches skipped as bad data. It travels in checkpoints (manifest "extra") and snapshots.
+struct RunState {
+  struct Skip {
+    int64_t step, samples;
+  };
+  int64_t step = 0, samples = 0;
+  Guard guard;
+  std::vector<Skip> skipped;  // survives rollbacks: a batch found bad stays skipped
+
+  explicit RunState(const GuardConfig& g) : guard(g) {}
+  bool is_skipped(int64_t s) const {
+    for (const Skip& k : skipped)
+      if (k.samples == s) return true;
+    return false;
+  }
+  nlohmann::json extra() const {
+    nlohmann::json sk = nlohmann::json::array();
+    for (const Skip& k : skipped) sk.push_back({{"step", k.step}, {"samples", k.samples}});
+    return {{"guard", guard.to_json()}, {"skipped_batches", sk}};
+  }
+  void load_extra(const nlohmann::json& e, bool with_skipped) {
+    if (e.contains("guard")) guard.from_json(e["guard"]);
+    if (!with_skipped || !e.contains("skipped_batches")) return;
+    const auto& sk = e["skipped_batches"];
+    if (!sk.is_array()) fail("[train] malformed skipped_batches in the saved state");
+    for (const auto& k : sk) {
+      if (!k.is_object() || !k.contains("step") || !k.contains("samples") ||
+          !k["step"].is_number_integer() || !k["samples"].is_number_integer())
+        fail("[train] malformed skipped_batches in the saved state");
+      if (!is_skipped(k["samples"].get<int64_t>()))
+        skipped.push_back({k["step"].get<int64_t>(), k["samples"].get<int64_t>()});
+    }
+  }
+};
+
 }  // namespace
 
 TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   const TrainConfig& tc = cfg.train;
+  const CheckpointConfig& cc = cfg.checkpoint;
+  const GuardConfig& gc = cfg.guard;
   if (cfg.data_dir.empty()) fail("[config] " + cfg.source + ": key 'data.dir' is missing");
   if (cfg.out_dir.empty()) fail("[config] " + cfg.source + ": key 'run.out_dir' is missing");
   if (path_exists(cfg.out_dir) && !std::filesystem::is_directory(cfg.out_dir))
     fail("[train] run directory '" + cfg.out_dir + "' exists and is not a directory");
+  FaultPlan faults = opts.faults ? FaultPlan::parse(*opts.faults) : FaultPlan::from_env();
   const std::string tok_path = cfg.data_dir + "/tokenizer.model";
   if (!path_exists(cfg.data_dir))
     fail("[train] data directory '" + cfg.data_dir +
@@ -95,6 +150,12 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   std::optional<BatchLoader> val_loader;
   if (tc.eval_every > 0)
     val_loader.emplace(val_shard, tc.batch_size, tc.seq_len, tc.seed ^ kValSeedXor);
+
+  std::vector<std::string> rejected, rejected_dirs;
+  auto latest = latest_checkpoint(cfg.out_dir, &rejected, &rejected_dirs);
+  if (latest && !opts.resume)
+    fail("[train] run directory '" + cfg.out_dir +
+         "' already has checkpoints: pass --resume to continue it, or choose another run.out_dir");
   if (opts.progress) std::fprintf(stderr, "%s\n", cfg.model.summary().c_str());
 
   std::unique_ptr<Backend> be = make_backend(tc.backend, tc.threads);
@@ -102,16 +163,56 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   AdamW opt(model, tc.beta1, tc.beta2, tc.eps, tc.weight_decay);
   const size_t P = model.num_params();
 
-  // ---- start fresh or resume ----
-  int64_t step = 0, samples = 0;
-  std::vector<std::string> rejected;
-  auto latest = latest_checkpoint(cfg.out_dir, &rejected);
-  for (const auto& r : rejected)
-    std::fprintf(stderr, "[train] skipping checkpoint: %s\n", r.c_str());
-  if (latest && !opts.resume)
-    fail("[train] run directory '" + cfg.out_dir +
-         "' already has checkpoints: pass --resume to continue it, or choose another run.out_dir");
-  if (latest) {
+  // ---- the run directory and its logs exist from here on ----
+  make_dirs(cfg.out_dir);
+  remove_stale_temporaries(cfg.out_dir);
+  EventLog events(cfg.out_dir + "/events.jsonl");
+  Heartbeat hb;
+  faults.bind(cfg.out_dir, &events);
+  events.emit("train_start", {{"resume", opts.resume}, {"supervised", hb.active()}});
+  for (size_t i = 0; i < rejected.size(); ++i) {
+    std::fprintf(stderr, "[train] skipping checkpoint: %s\n", rejected[i].c_str());
+    std::string aside;
+    try {
+      aside = set_aside(rejected_dirs[i]);
+    } catch (const std::exception&) {
+      // a read-only run directory: leave it where it is; it is still never loaded
+    }
+    events.emit("checkpoint_rejected",
+                {{"dir", rejected_dirs[i]}, {"reason", rejected[i]}, {"moved_to", aside}});
+  }
+
+  // ---- start fresh, or resume from the newest state that verifies: memory or disk ----
+  RunState state(gc);
+  SnapshotStore snap(inherited_snapshot_fd(), P);
+  int64_t disk_step = -1;
+  if (latest) disk_step = read_manifest(*latest)["step"].get<int64_t>();
+  std::optional<nlohmann::json> mem;
+  if (opts.resume) {
+    if (auto meta = snap.latest_meta()) {
+      try {
+        auto j = nlohmann::json::parse(*meta);
+        check_resumable(parse_run_config(j.at("config").get<std::string>(), "snapshot"), cfg,
+                        "in-memory snapshot");
+        if (j.at("tokenizer_sha256").get<std::string>() == tok.sha256() &&
+            j.at("step").get<int64_t>() > disk_step)
+          mem = j;
+      } catch (const std::exception& e) {
+        events.emit("snapshot_rejected", {{"reason", e.what()}});
+      }
+    }
+  }
+  if (const Fault* f = faults.fire(FaultKind::kCrashResume, 0))
+    faults.crash_now(*f, "loading the saved state");
+  std::string resumed_from;
+  if (mem) {
+    snap.restore(*be, model.params(), opt.m(), opt.v());
+    state.step = (*mem)["step"].get<int64_t>();
+    state.samples = (*mem)["samples"].get<int64_t>();
+    state.load_extra(*mem, true);
+    resumed_from = "memory";
+    events.emit("resumed", {{"from", "memory"}, {"step", state.step}, {"disk_step", disk_step}});
+  } else if (latest) {
     CheckpointData ck = load_checkpoint(*latest, model.layout(), true);
     check_resumable(parse_run_config(ck.state.config_text, *latest + "/manifest.json"), cfg,
                     *latest);
@@ -121,48 +222,64 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     model.load_params(ck.params.data());
     be->to_device(opt.m(), ck.m.data(), P * sizeof(float));
     be->to_device(opt.v(), ck.v.data(), P * sizeof(float));
-    step = ck.state.step;
-    samples = ck.state.samples_consumed;
-    std::fprintf(stderr, "[train] resumed from %s (step %lld)\n", latest->c_str(), (long long)step);
+    state.step = ck.state.step;
+    state.samples = ck.state.samples_consumed;
+    state.load_extra(ck.state.extra, true);
+    resumed_from = *latest;
+    events.emit("resumed", {{"from", "checkpoint"}, {"dir", *latest}, {"step", state.step}});
   } else {
     if (opts.resume && !rejected.empty())
       std::fprintf(stderr, "[train] no checkpoint verifies; starting from scratch\n");
     model.init(tc.seed);
   }
-  make_dirs(cfg.out_dir);
-  remove_stale_temporaries(cfg.out_dir);
+  if (!resumed_from.empty())
+    std::fprintf(stderr, "[train] resumed from %s (step %lld)\n",
+                 resumed_from == "memory" ? "the in-memory snapshot" : resumed_from.c_str(),
+                 (long long)state.step);
+  auto meta_json = [&] {
+    nlohmann::json j = state.extra();
+    j["step"] = state.step;
+    j["samples"] = state.samples;
+    j["config"] = config_text;
+    j["tokenizer_sha256"] = tok.sha256();
+    return j;
+  };
+  if (!mem) snap.save(*be, model.params(), opt.m(), opt.v(), meta_json().dump());
+
   atomic_write_file(cfg.out_dir + "/config.toml", config_text);
-  MetricsLog metrics(cfg.out_dir + "/metrics.jsonl", step);
+  MetricsLog metrics(cfg.out_dir + "/metrics.jsonl", state.step);
+  TimingLog timing(cfg.out_dir + "/timing.jsonl");
+  CheckpointWriter writer(cfg.out_dir, model.layout(), tok_path, cc.keep_last, cc.keep_every,
+                          events, faults);
+  int64_t on_disk = disk_step;  // newest step known to be saved on disk
 
   const int B = tc.batch_size, T = tc.seq_len, A = tc.grad_accum;
   const int64_t global_batch = (int64_t)B * A;
   const int64_t end_step =
       opts.stop_after > 0 ? std::min(opts.stop_after, tc.max_steps) : tc.max_steps;
   std::vector<int32_t> inputs((size_t)A * B * T), targets((size_t)A * B * T);
+  std::vector<float> replay_grads;
   model.reserve(B, T);
   model.zero_grads();
 
   g_stop = 0;
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  faults.start_timers();
+  hb.ready(state.step);
   const bool tty = isatty(STDERR_FILENO);
-  auto t_start = std::chrono::steady_clock::now();
-  const int64_t first_step = step;
+  auto t_start = Clock::now(), t_ckpt = Clock::now();
+  const int64_t first_step = state.step;
   TrainResult res;
-  auto save = [&]() {
+  auto to_checkpoint_state = [&] {
     CheckpointState st;
-    st.step = step;
-    st.samples_consumed = samples;
+    st.step = state.step;
+    st.samples_consumed = state.samples;
     st.seed = tc.seed;
     st.config_text = config_text;
     st.tokenizer_sha256 = tok.sha256();
-    std::vector<float> p(P), m(P), v(P);
-    model.save_params(p.data());
-    be->to_host(m.data(), opt.m(), P * sizeof(float));
-    be->to_host(v.data(), opt.v(), P * sizeof(float));
-    res.last_checkpoint =
-        save_checkpoint(cfg.out_dir, st, model.layout(), p.data(), m.data(), v.data(), tok_path);
-    prune_checkpoints(cfg.out_dir, tc.keep_checkpoints);
+    st.extra = state.extra();
+    return st;
   };
   auto evaluate = [&]() {
     double sum = 0;
@@ -173,67 +290,239 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     }
     return sum / ((double)tc.eval_batches * B * T);
   };
-
-  while (step < end_step && !g_stop) {
-    auto t0 = std::chrono::steady_clock::now();
-    const float lr = lr_at(step, tc.lr, tc.min_lr, tc.warmup_steps, tc.max_steps);
-    int64_t valid = 0;
-    for (int a = 0; a < A; ++a)
-      train_loader.fill(samples + (int64_t)a * B, inputs.data() + (size_t)a * B * T,
-                        targets.data() + (size_t)a * B * T);
-    for (int32_t t : targets) valid += t >= 0;
-    const float dscale = valid > 0 ? 1.0f / (float)valid : 0.f;
+  // Index of a nonzero element of a device array, chosen by the step (fault injection).
+  auto pick_nonzero = [&](const float* dev, size_t n, int64_t step, bool positive) {
+    size_t i = rng_u64(tc.seed, kStreamFault, (uint64_t)step) % n;
+    for (size_t k = 0; k < n; ++k, i = (i + 1) % n) {
+      float x;
+      be->to_host(&x, dev + i, sizeof x);
+      if (positive ? x > 0 : std::fabs(x) > 1e-30f) return i;
+    }
+    return i;
+  };
+  // Garbage tokens in place of a batch: a loss spike (fault injection).
+  auto garble = [&](int64_t salt) {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      inputs[i] = (int32_t)(rng_u64(salt, kStreamFault, 2 * i) % (uint64_t)cfg.model.vocab_size);
+      targets[i] =
+          (int32_t)(rng_u64(salt, kStreamFault, 2 * i + 1) % (uint64_t)cfg.model.vocab_size);
+    }
+  };
+  // Forward and backward over the step's micro-batches; returns (mean loss, gradient norm).
+  auto compute = [&](int64_t n, float dscale, int64_t valid, bool inject) {
     double loss_sum = 0;
     model.zero_grads();
     for (int a = 0; a < A; ++a) {
       model.forward(inputs.data() + (size_t)a * B * T, B, T);
+      if (inject && a == 0)
+        if (const Fault* f = faults.fire(FaultKind::kBitflipAct, n)) {
+          const size_t nl = (size_t)B * T * cfg.model.vocab_size;
+          float* logits = const_cast<float*>(model.logits());
+          flip_bit(*be, logits, pick_nonzero(logits, nl, n, true), f->bit);
+        }
       loss_sum += model.loss(targets.data() + (size_t)a * B * T, dscale, true);
       model.backward();
     }
+    if (inject) {
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      const float inf = std::numeric_limits<float>::infinity();
+      if (faults.fire(FaultKind::kNanGrad, n))
+        be->to_device(model.grads() + pick_nonzero(model.grads(), P, n, false), &nan, 4);
+      if (faults.fire(FaultKind::kInfGrad, n))
+        be->to_device(model.grads() + pick_nonzero(model.grads(), P, n, false), &inf, 4);
+      if (const Fault* f = faults.fire(FaultKind::kBitflipGrad, n))
+        flip_bit(*be, model.grads(), pick_nonzero(model.grads(), P, n, false), f->bit);
+    }
     const double loss = valid > 0 ? loss_sum / (double)valid : 0.0;
-    const double gnorm = clip_grad_norm(model, tc.grad_clip);
-    const bool finite = std::isfinite(loss) && std::isfinite(gnorm);
-    if (finite) opt.step(lr, step + 1);
-    samples += global_batch;
-    ++step;
-    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    double tps = (double)(step - first_step) * global_batch * T / elapsed;
+    return std::make_pair(loss, grad_norm(model));
+  };
+
+  // The step and batch of an anomaly being replayed (-1: none).
+  int64_t pending_step = -1, pending_samples = -1;
+  int consecutive_rollbacks = 0;
+  int64_t retry_at = -1, retry_gap = 1, handled_failure = -1;
+
+  while (state.step < end_step && !g_stop) {
+    auto t0 = Clock::now();
+    const int64_t n = state.step + 1;  // the step being computed
+    if (faults.fire(FaultKind::kHang, n)) {
+      std::fprintf(stderr, "\n[faults] hanging at step %lld\n", (long long)n);
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    if (const Fault* f = faults.fire(FaultKind::kBitflipParam, n))
+      flip_bit(*be, model.params(), pick_nonzero(model.params(), P, n, false), f->bit);
+    while (state.is_skipped(state.samples)) state.samples += global_batch;
+    const int64_t s0 = state.samples;
+    const float lr = lr_at(state.step, tc.lr, tc.min_lr, tc.warmup_steps, tc.max_steps);
+    for (int a = 0; a < A; ++a)
+      train_loader.fill(s0 + (int64_t)a * B, inputs.data() + (size_t)a * B * T,
+                        targets.data() + (size_t)a * B * T);
+    if ((s0 % global_batch == 0 && faults.poisoned_step(s0 / global_batch + 1)) ||
+        faults.fire(FaultKind::kSpike, n))
+      garble(s0 + 1);
+    int64_t valid = 0;
+    for (int32_t t : targets) valid += t >= 0;
+    const float dscale = valid > 0 ? 1.0f / (float)valid : 0.f;
+    auto [loss, gnorm] = compute(n, dscale, valid, true);
+    if (const Fault* f = faults.fire(FaultKind::kCrash, n))
+      faults.crash_now(*f, "step " + std::to_string(n) + " (before its update)");
+
+    GuardVerdict verdict = state.guard.check(loss, gnorm);  // non-finite even when disabled
+    if (gc.enabled && verdict.ok && gc.replay_check_every > 0 && n % gc.replay_check_every == 0) {
+      // Recompute the same step and compare the gradients bit for bit: a device that
+      // computes wrong without crashing shows up here.
+      replay_grads.resize(P);
+      be->to_host(replay_grads.data(), model.grads(), P * sizeof(float));
+      auto [loss2, gnorm2] = compute(n, dscale, valid, false);
+      std::vector<float> g2(P);
+      be->to_host(g2.data(), model.grads(), P * sizeof(float));
+      const bool same = std::memcmp(g2.data(), replay_grads.data(), P * sizeof(float)) == 0 &&
+                        std::memcmp(&loss, &loss2, sizeof loss) == 0;
+      events.emit("replay_check", {{"step", n}, {"match", same}});
+      if (!same) verdict = {false, "replay_mismatch", 0};
+    }
+    if (!gc.enabled && !verdict.ok) {
+      // Guard off: a non-finite step is simply not applied.
+      events.emit("anomaly", {{"step", n}, {"kind", verdict.kind}, {"action", "update skipped"}});
+      state.samples = s0 + global_batch;
+      continue;
+    }
+    if (!verdict.ok) {
+      events.emit("anomaly", {{"step", n},
+                              {"kind", verdict.kind},
+                              {"loss", std::isfinite(loss) ? nlohmann::json(loss) : nullptr},
+                              {"grad_norm", std::isfinite(gnorm) ? nlohmann::json(gnorm) : nullptr},
+                              {"score", verdict.score},
+                              {"samples", s0}});
+      std::fprintf(stderr, "%s[guard] step %lld: %s (loss %.4g, grad norm %.4g)\n",
+                   tty ? "\n" : "", (long long)n, verdict.kind.c_str(), loss, gnorm);
+      if (pending_step == n && pending_samples == s0) {
+        // The fault came back when the step was replayed from a good state: it is the data.
+        state.skipped.push_back({n, s0});
+        ++res.skipped_batches;
+        pending_step = -1;
+        events.emit("batch_skipped", {{"step", n}, {"samples", s0}, {"kind", verdict.kind}});
+        std::fprintf(stderr, "[guard] step %lld: the fault reappeared on replay; skipping the "
+                             "batch at sample %lld\n", (long long)n, (long long)s0);
+        continue;
+      }
+      if (consecutive_rollbacks >= gc.max_rollbacks) {
+        res.diagnosis =
+            "stopped at step " + std::to_string(n) + " after " +
+            std::to_string(consecutive_rollbacks) + " consecutive rollbacks (last: " +
+            verdict.kind + "). The anomaly survived rollback, replay and skipping batches, so " +
+            "it follows the model state or the hyperparameters, not one batch or a transient " +
+            "fault: check train.lr and train.grad_clip, or resume from an earlier checkpoint" +
+            (on_disk >= 0 ? " (newest on disk: step " + std::to_string(on_disk) + ")" : "");
+        events.emit("diagnosis", {{"step", n}, {"kind", verdict.kind}, {"message", res.diagnosis}});
+        break;
+      }
+      ++consecutive_rollbacks;
+      ++res.rollbacks;
+      auto meta = snap.restore(*be, model.params(), opt.m(), opt.v());
+      auto j = nlohmann::json::parse(*meta);
+      state.step = j["step"].get<int64_t>();
+      state.samples = j["samples"].get<int64_t>();
+      state.load_extra(j, true);
+      metrics.truncate(state.step);
+      pending_step = n;
+      pending_samples = s0;
+      events.emit("rollback", {{"from_step", n}, {"to_step", state.step}, {"kind", verdict.kind}});
+      std::fprintf(stderr, "[guard] rolled back to the snapshot of step %lld; replaying\n",
+                   (long long)state.step);
+      continue;
+    }
+    if (pending_step == n) {
+      ++res.transient_faults;
+      events.emit("transient_fault",
+                  {{"step", n},
+                   {"detail", "the fault did not reappear on replay: a hardware or transient "
+                              "fault; the replayed result is kept"}});
+      pending_step = -1;
+    }
+
+    // ---- commit ----
+    clip_grads(model, gnorm, tc.grad_clip);
+    opt.step(lr, n);
+    state.guard.accept(loss, gnorm);
+    state.step = n;
+    state.samples = s0 + global_batch;
+    if (pending_step < 0) consecutive_rollbacks = 0;
+    const double dt = since(t0), elapsed = since(t_start);
+    const double tps = (double)(state.step - first_step) * global_batch * T / elapsed;
     res.tokens_per_s = tps;
     res.last_loss = loss;
-    metrics.step(step, loss, lr, gnorm, global_batch * T / dt, elapsed, !finite);
-    if (!finite)
-      std::fprintf(stderr, "\n[train] step %lld: non-finite loss or gradient, update skipped\n",
-                   (long long)step);
-    if (opts.progress && (tty || step % tc.log_every == 0 || step == end_step)) {
-      double eta = (double)(end_step - step) * elapsed / (double)(step - first_step);
+    metrics.step(n, loss, lr, gnorm);
+    timing.step(n, dt, global_batch * T / dt);
+    hb.step(n);
+    if (opts.progress && (tty || n % tc.log_every == 0 || n == end_step)) {
+      double eta = (double)(end_step - n) * elapsed / (double)(n - first_step);
       std::fprintf(stderr,
                    "%sstep %lld/%lld | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | ETA %s%s",
-                   tty ? "\r" : "", (long long)step, (long long)tc.max_steps, loss, lr, gnorm, tps,
+                   tty ? "\r" : "", (long long)n, (long long)tc.max_steps, loss, lr, gnorm, tps,
                    fmt_duration(eta).c_str(), tty ? "   " : "\n");
       std::fflush(stderr);
     }
-    if (tc.eval_every > 0 && (step % tc.eval_every == 0 || step == tc.max_steps)) {
+    if (tc.eval_every > 0 && (n % tc.eval_every == 0 || n == tc.max_steps)) {
       res.last_val_loss = evaluate();
-      metrics.eval(step, res.last_val_loss);
+      metrics.eval(n, res.last_val_loss);
+      hb.beat();
       if (opts.progress)
-        std::fprintf(stderr, "%sstep %lld | val loss %.4f\n", tty ? "\n" : "", (long long)step,
+        std::fprintf(stderr, "%sstep %lld | val loss %.4f\n", tty ? "\n" : "", (long long)n,
                      res.last_val_loss);
     }
-    if (tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0 && step < end_step) save();
+    if (n % cc.snapshot_every == 0 || n == end_step)
+      snap.save(*be, model.params(), opt.m(), opt.v(), meta_json().dump());
+    if (gc.fingerprint_every > 0 && n % gc.fingerprint_every == 0) {
+      StateFingerprint fp = fingerprint(*be, model.params(), opt.m(), opt.v(), P);
+      events.emit("fingerprint",
+                  {{"step", n}, {"params", fp.params}, {"optimizer", fp.optimizer}});
+    }
+    // A failed write is retried after 1, 2, 4 ... steps (at most 64).
+    if (!writer.busy() && writer.last_failed() && writer.last_attempt_step() != handled_failure) {
+      handled_failure = writer.last_attempt_step();
+      retry_at = n + retry_gap;
+      retry_gap = std::min<int64_t>(retry_gap * 2, 64);
+    }
+    if (!writer.busy() && !writer.last_failed()) {
+      retry_gap = 1;
+      on_disk = std::max(on_disk, writer.last_saved_step());
+    }
+    const bool due = (cc.every_steps > 0 && n % cc.every_steps == 0) ||
+                     (cc.every_seconds > 0 && since(t_ckpt) >= cc.every_seconds) ||
+                     (retry_at > 0 && n >= retry_at);
+    if (due && n < end_step) {
+      retry_at = -1;
+      t_ckpt = Clock::now();
+      writer.submit(*be, model.params(), opt.m(), opt.v(), to_checkpoint_state());
+    }
   }
   if (tty && opts.progress) std::fprintf(stderr, "\n");
-  if (g_stop)
-    std::fprintf(stderr, "[train] interrupted at step %lld: saving a checkpoint\n",
-                 (long long)step);
-  if (step > first_step)
-    save();
-  else if (latest)
-    res.last_checkpoint = *latest;  // nothing new to save: the run was already complete
+  writer.wait();
+  if (!writer.last_failed()) on_disk = std::max(on_disk, writer.last_saved_step());
+  res.step = state.step;
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
-  res.step = step;
+  if (!res.diagnosis.empty()) return res;
+  if (g_stop) {
+    std::fprintf(stderr, "[train] interrupted at step %lld: saving a checkpoint\n",
+                 (long long)state.step);
+    events.emit("stop_requested", {{"step", state.step}});
+  }
+  if (state.step > on_disk) {
+    hb.beat();
+    writer.submit(*be, model.params(), opt.m(), opt.v(), to_checkpoint_state());
+    writer.wait();
+    if (writer.last_failed())
+      fail("[checkpoint] the final checkpoint (step " + std::to_string(state.step) +
+           ") was not written: " + writer.last_error());
+    res.last_checkpoint = writer.last_saved_dir();
+  } else {
+    res.last_checkpoint = writer.last_saved_step() == state.step ? writer.last_saved_dir()
+                          : latest ? *latest
+                                   : "";
+  }
+  events.emit("train_end", {{"step", state.step}, {"stopped", (bool)g_stop}});
   return res;
 }
 

@@ -1,8 +1,10 @@
-// The training loop: data, model, AdamW, schedule, clipping, accumulation, evaluation,
-// metrics and checkpoints for one run directory.
+// The training loop: data, model, AdamW, schedule, clipping, accumulation, evaluation, the
+// numerical fault guard, in-memory snapshots, asynchronous checkpoints, metrics and events for
+// one run directory.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "tandem/train/config.h"
@@ -10,9 +12,10 @@
 namespace tandem {
 
 struct TrainOptions {
-  bool resume = false;      // continue from the newest verifying checkpoint in out_dir
+  bool resume = false;      // continue from the newest state that verifies
   int64_t stop_after = -1;  // stop (with a checkpoint) after this many steps in total
   bool progress = true;     // live progress line on stderr
+  std::optional<std::string> faults;  // fault-injection spec; unset reads TANDEM_FAULTS
 };
 
 struct TrainResult {
@@ -20,7 +23,12 @@ struct TrainResult {
   double last_loss = 0, last_val_loss = -1;
   double tokens_per_s = 0;
   std::string last_checkpoint;
+  int rollbacks = 0, skipped_batches = 0, transient_faults = 0;
+  std::string diagnosis;  // set when the guard stopped the run (no checkpoint is written then)
 };
+
+// Exit status of `tandem train` when the guard stops a run: a supervisor must not restart it.
+constexpr int kExitDiagnosis = 3;
 
 TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts);
 
