@@ -168,7 +168,12 @@ bool FaultPlan::poisoned_step(int64_t step) const {
 }
 
 void FaultPlan::crash_now(const Fault& f, const std::string& where) {
-  mark_fired(f, where);
+  bool marked;
+  {
+    std::lock_guard<std::mutex> lock(*mu_);
+    marked = std::find(fired_.begin(), fired_.end(), f.spec) != fired_.end();
+  }
+  if (!marked || f.every || f.random) mark_fired(f, where);
   std::fflush(stderr);
   ::kill(::getpid(), SIGKILL);
   std::abort();

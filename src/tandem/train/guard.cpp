@@ -20,13 +20,20 @@ double median_of(std::vector<double> v) {
 }  // namespace
 
 double robust_z(const std::deque<double>& history, double x) {
-  if (history.empty()) return 0;
-  std::vector<double> v(history.begin(), history.end());
-  const double med = median_of(v);
-  for (double& d : v) d = std::fabs(d - med);
-  const double mad = median_of(std::move(v));
-  const double scale = std::max({1.4826 * mad, 1e-3 * std::fabs(med), 1e-12});
-  return (x - med) / scale;
+  const size_t n = history.size();
+  if (n < 3) return 0;
+  // The level is the median of the newest few values, so a loss that is still falling fast is
+  // judged against where it is now; the noise is the MAD of step-to-step differences (divided by
+  // sqrt 2), which a steady trend does not inflate.
+  const size_t k = std::min<size_t>(n, 10);
+  const double level = median_of(std::vector<double>(history.end() - k, history.end()));
+  std::vector<double> d(n - 1);
+  for (size_t i = 0; i + 1 < n; ++i) d[i] = history[i + 1] - history[i];
+  const double dmed = median_of(d);
+  for (double& v : d) v = std::fabs(v - dmed);
+  const double noise = 1.4826 * median_of(std::move(d)) / std::sqrt(2.0);
+  const double scale = std::max({noise, 1e-3 * std::fabs(level), 1e-12});
+  return (x - level) / scale;
 }
 
 GuardVerdict Guard::check(double loss, double grad_norm) const {

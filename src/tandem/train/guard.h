@@ -1,6 +1,6 @@
 // The numerical fault guard: judges a step's loss and gradient norm before its update is
 // committed. Non-finite values always fail; a spike is a robust z-score (median and MAD of the
-// recent window) above the configured threshold. The window is run state: it is checkpointed,
+// recent window, robust to a falling trend) above the configured threshold. The window is run state: it is checkpointed,
 // so a resumed run makes the same decisions as an uninterrupted one.
 #pragma once
 
@@ -18,8 +18,9 @@ struct GuardVerdict {
   double score = 0;  // the robust z-score that tripped (0 for non_finite)
 };
 
-// (x - median) / (1.4826 * MAD), with the scale floored at 1e-3 * |median| so a perfectly flat
-// history does not turn noise into infinite scores.
+// How far x sits above the recent level, in units of the history's step-to-step noise:
+// (x - median of the newest 10) / (1.4826 * MAD of successive differences / sqrt 2). The scale
+// is floored at 1e-3 * |level| so a perfectly flat history does not make every wobble a spike.
 double robust_z(const std::deque<double>& history, double x);
 
 class Guard {

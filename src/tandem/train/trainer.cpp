@@ -290,13 +290,16 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     }
     return sum / ((double)tc.eval_batches * B * T);
   };
-  // Index of a nonzero element of a device array, chosen by the step (fault injection).
-  auto pick_nonzero = [&](const float* dev, size_t n, int64_t step, bool positive) {
+  // A nonzero element of a device array whose bit `bit` is clear (so flipping it sets the bit),
+  // starting from a place chosen by the step (fault injection).
+  auto pick = [&](const float* dev, size_t n, int64_t step, int bit) {
     size_t i = rng_u64(tc.seed, kStreamFault, (uint64_t)step) % n;
     for (size_t k = 0; k < n; ++k, i = (i + 1) % n) {
       float x;
       be->to_host(&x, dev + i, sizeof x);
-      if (positive ? x > 0 : std::fabs(x) > 1e-30f) return i;
+      uint32_t u;
+      std::memcpy(&u, &x, 4);
+      if (std::fabs(x) > 1e-30f && !(u >> bit & 1u)) return i;
     }
     return i;
   };
@@ -318,7 +321,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
         if (const Fault* f = faults.fire(FaultKind::kBitflipAct, n)) {
           const size_t nl = (size_t)B * T * cfg.model.vocab_size;
           float* logits = const_cast<float*>(model.logits());
-          flip_bit(*be, logits, pick_nonzero(logits, nl, n, true), f->bit);
+          flip_bit(*be, logits, pick(logits, nl, n, f->bit), f->bit);
         }
       loss_sum += model.loss(targets.data() + (size_t)a * B * T, dscale, true);
       model.backward();
@@ -327,11 +330,11 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       const float nan = std::numeric_limits<float>::quiet_NaN();
       const float inf = std::numeric_limits<float>::infinity();
       if (faults.fire(FaultKind::kNanGrad, n))
-        be->to_device(model.grads() + pick_nonzero(model.grads(), P, n, false), &nan, 4);
+        be->to_device(model.grads() + pick(model.grads(), P, n, 31), &nan, 4);
       if (faults.fire(FaultKind::kInfGrad, n))
-        be->to_device(model.grads() + pick_nonzero(model.grads(), P, n, false), &inf, 4);
+        be->to_device(model.grads() + pick(model.grads(), P, n, 31), &inf, 4);
       if (const Fault* f = faults.fire(FaultKind::kBitflipGrad, n))
-        flip_bit(*be, model.grads(), pick_nonzero(model.grads(), P, n, false), f->bit);
+        flip_bit(*be, model.grads(), pick(model.grads(), P, n, f->bit), f->bit);
     }
     const double loss = valid > 0 ? loss_sum / (double)valid : 0.0;
     return std::make_pair(loss, grad_norm(model));
@@ -350,7 +353,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
     }
     if (const Fault* f = faults.fire(FaultKind::kBitflipParam, n))
-      flip_bit(*be, model.params(), pick_nonzero(model.params(), P, n, false), f->bit);
+      flip_bit(*be, model.params(), pick(model.params(), P, n, f->bit), f->bit);
     while (state.is_skipped(state.samples)) state.samples += global_batch;
     const int64_t s0 = state.samples;
     const float lr = lr_at(state.step, tc.lr, tc.min_lr, tc.warmup_steps, tc.max_steps);

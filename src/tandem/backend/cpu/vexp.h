@@ -45,7 +45,7 @@ inline float exp_scalar(float x) {
 inline __m512 exp16(__m512 x) {
   using namespace vexp_detail;
   __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMin), _CMP_LT_OQ);
-  x = _mm512_min_ps(x, _mm512_set1_ps(kMax));
+  x = _mm512_min_ps(_mm512_set1_ps(kMax), x);  // this operand order keeps a NaN a NaN
   __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), x);
@@ -63,7 +63,7 @@ inline __m512 exp16(__m512 x) {
 inline __m256 exp8(__m256 x) {
   using namespace vexp_detail;
   __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(kMin), _CMP_LT_OQ);
-  x = _mm256_min_ps(x, _mm256_set1_ps(kMax));
+  x = _mm256_min_ps(_mm256_set1_ps(kMax), x);  // this operand order keeps a NaN a NaN
   __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), x);
