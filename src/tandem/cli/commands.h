@@ -13,5 +13,6 @@ void add_data(CLI::App& app, Action& action);
 void add_train(CLI::App& app, Action& action);
 void add_generate(CLI::App& app, Action& action);
 void add_info(CLI::App& app, Action& action);
+void add_status(CLI::App& app, Action& action);
 
 }  // namespace tandem::cli

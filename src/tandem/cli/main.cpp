@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   tandem::cli::add_train(app, action);
   tandem::cli::add_generate(app, action);
   tandem::cli::add_info(app, action);
+  tandem::cli::add_status(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -44,7 +44,7 @@ struct GuardConfig {
   int window = 50;                 // recent steps the robust score is measured against
   int min_history = 20;            // spikes are judged only once this many steps are known
   double loss_z = 8.0;             // robust z-score of the loss that counts as a spike
-  double grad_z = 12.0;            // robust z-score of the gradient norm that counts as a spike
+  double grad_z = 100.0;           // the same for the gradient norm (clipping absorbs milder ones)
   int max_rollbacks = 3;           // consecutive rollbacks before the run stops with a diagnosis
   int64_t fingerprint_every = 100; // steps between state fingerprints in the event log; 0: off
   int64_t replay_check_every = 0;  // steps between bit-exact gradient replays; 0: off

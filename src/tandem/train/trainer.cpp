@@ -360,9 +360,10 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     for (int a = 0; a < A; ++a)
       train_loader.fill(s0 + (int64_t)a * B, inputs.data() + (size_t)a * B * T,
                         targets.data() + (size_t)a * B * T);
-    if ((s0 % global_batch == 0 && faults.poisoned_step(s0 / global_batch + 1)) ||
-        faults.fire(FaultKind::kSpike, n))
-      garble(s0 + 1);
+    const bool poisoned = s0 % global_batch == 0 && faults.poisoned_step(s0 / global_batch + 1);
+    if (poisoned)
+      events.emit("fault_injected", {{"fault", "bad_batch"}, {"detail", "samples " + std::to_string(s0)}});
+    if (poisoned || faults.fire(FaultKind::kSpike, n)) garble(s0 + 1);
     int64_t valid = 0;
     for (int32_t t : targets) valid += t >= 0;
     const float dscale = valid > 0 ? 1.0f / (float)valid : 0.f;
@@ -525,7 +526,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
                           : latest ? *latest
                                    : "";
   }
-  events.emit("train_end", {{"step", state.step}, {"stopped", (bool)g_stop}});
+  events.emit("train_end",
+              {{"step", state.step}, {"stopped", (bool)g_stop}, {"supervised", hb.active()}});
   return res;
 }
 

@@ -1,0 +1,32 @@
+// `tandem status RUN_DIR`: what happened to a run, read from its directory alone (events.jsonl,
+// metrics.jsonl, timing.jsonl, config.toml and the checkpoints).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace tandem {
+
+struct RunStatus {
+  std::string run_dir;
+  std::string state;  // finished, running, stopped, failed, diagnosis, interrupted, new
+  int64_t steps_done = 0, max_steps = 0;
+  int restarts = 0, hangs = 0, crashes = 0;
+  int rollbacks = 0, transient_faults = 0, skipped_batches = 0, anomalies = 0;
+  int checkpoints_saved = 0, checkpoint_failures = 0, checkpoints_rejected = 0;
+  int faults_injected = 0;
+  std::string last_checkpoint;  // newest that verifies ("" if none)
+  int64_t last_checkpoint_step = -1;
+  double kept_step_s = 0, wall_s = 0;  // goodput = kept_step_s / wall_s
+  double goodput() const { return wall_s > 0 ? kept_step_s / wall_s : 0; }
+  std::string last_fingerprint;  // params hash of the newest fingerprint event
+  std::string diagnosis;
+  nlohmann::ordered_json to_json() const;
+  std::string to_text() const;
+};
+
+RunStatus read_run_status(const std::string& run_dir);  // throws Error if it is not a run
+
+}  // namespace tandem
