@@ -166,6 +166,20 @@ class Chaos:
             time.sleep(0.002)
         return None
 
+    def _wait_progress(self, since_size, timeout=60):
+        """Waits until timing.jsonl grows past since_size: the process committed a step."""
+        path = os.path.join(self.run_dir, "timing.jsonl")
+        end = time.time() + timeout
+        while time.time() < end and self.proc.poll() is None:
+            if os.path.exists(path) and os.path.getsize(path) > since_size:
+                return True
+            time.sleep(0.002)
+        return False
+
+    def _timing_size(self):
+        path = os.path.join(self.run_dir, "timing.jsonl")
+        return os.path.getsize(path) if os.path.exists(path) else 0
+
     def _kill(self, pid, what):
         try:
             os.kill(pid, signal.SIGKILL)
@@ -178,17 +192,26 @@ class Chaos:
     def run(self, target_kills, timeout=900):
         self._start(resume=False)
         end = time.time() + timeout
-        worker = None
+        worker, last = None, None
         while time.time() < end:
             if self.proc.poll() is not None:
                 break
             if sum(self.kills.values()) >= target_kills:
                 time.sleep(0.05)
                 continue
+            size = self._timing_size()
             worker = self._wait_new_worker(worker)
             if worker is None:
                 continue
             what = self.rng.choice(self.mix)
+            # A kill during resume makes no progress; the supervisor backs off and gives up
+            # after too many of those in a row, as it should. So after one, the next kill
+            # waits for the process to commit a step.
+            if what == "resume" and last == "resume":
+                what = "worker"
+            last = what
+            if what != "resume" and not self._wait_progress(size):
+                continue
             if what == "resume":
                 time.sleep(self.rng.uniform(0.0, 0.05))
                 self._kill(worker, "resume")

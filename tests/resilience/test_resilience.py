@@ -100,7 +100,7 @@ class Faults(unittest.TestCase):
         self.assertEqual(resumed[0]["step"], 24)
 
     def test_crash_after_seconds_and_during_resume(self):
-        self.check_run("crash_time", "crash@1.5s,crash@resume",
+        self.check_run("crash_time", "crash@0.7s,crash@resume",
                        ["fault_injected", "restart", "resumed"], True)
         self.assertGreaterEqual(h.kinds(os.path.join(WORK, "crash_time")).count("restart"), 2)
 
@@ -201,7 +201,7 @@ class Faults(unittest.TestCase):
             self.assertIn(msg, failed[0]["error"])
             self.assertEqual(failed[0]["step"], 20)
             saved = [e["step"] for e in h.events(d) if e["event"] == "checkpoint_saved"]
-            self.assertTrue(any(20 < s <= 23 for s in saved), saved)  # retried within steps
+            self.assertTrue(any(20 < s < 30 for s in saved), saved)  # retried before step 30
 
     def test_ctrl_c_stops_cleanly_and_resumes_exactly(self):
         cfg = fault_config("faults")

@@ -47,6 +47,8 @@ class Table {
     }
   }
 
+  bool has(const char* key) const { return t_ && t_->get(key) != nullptr; }
+
   // Any key not read by get() is a typo or a key from another version: refuse it.
   void check_unknown() const {
     if (!t_) return;
@@ -129,6 +131,11 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   t.get("seed", tc.seed, false);
   t.get("threads", tc.threads, false);
   t.get("backend", tc.backend, false);
+  // Keys from before [checkpoint] existed, still read so older runs' configs load.
+  int64_t legacy_every = -1;
+  int legacy_keep = -1;
+  t.get("checkpoint_every", legacy_every, false);
+  t.get("keep_checkpoints", legacy_keep, false);
   t.check_unknown();
 
   Table c(root["checkpoint"].as_table(), "checkpoint", source);
@@ -139,6 +146,11 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   c.get("keep_every", cc.keep_every, false);
   c.get("snapshot_every", cc.snapshot_every, false);
   c.check_unknown();
+  if (legacy_every >= 0 && !c.has("every_steps")) {
+    cc.every_steps = legacy_every;
+    if (!c.has("every_seconds")) cc.every_seconds = 0;
+  }
+  if (legacy_keep >= 0 && !c.has("keep_last")) cc.keep_last = legacy_keep;
 
   Table g(root["guard"].as_table(), "guard", source);
   GuardConfig& gc = rc.guard;
