@@ -95,6 +95,9 @@ class ProfilingBackend final : public Backend {
                             int n) override {
     t("attention_kv", [&] { b_.attention_kv_forward(o, k, v, q, s, p, n); });
   }
+  void wmatmul_forward(float* o, const float* x, const WMatrix& w, int M, void* s) override {
+    t("wmatmul", [&] { b_.wmatmul_forward(o, x, w, M, s); });
+  }
   double matmul_flops = 0;
 
  private:

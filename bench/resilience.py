@@ -32,8 +32,11 @@ def read_jsonl(path):
 
 
 def soak(work, data, kills):
+    # About 40 steps pass per kill (restart, resume, the wait for a checkpoint write), so the
+    # run is long enough for every kill to land before it ends.
+    steps = max(2500, 50 * kills)
     cfg = h.write_config(os.path.join(work, "soak.toml"), data,
-                         train={"max_steps": 2500, "eval_every": 500},
+                         train={"max_steps": steps, "eval_every": 500},
                          checkpoint={"every_steps": 25, "every_seconds": 0, "keep_last": 3},
                          supervisor={"max_restarts": 10 * kills, "max_failures": 10})
     ref = os.path.join(work, "soak-ref")
@@ -46,7 +49,7 @@ def soak(work, data, kills):
     t0 = time.time()
     rc, err = chaos.run(target_kills=kills, timeout=3600)
     wall = time.time() - t0
-    same = rc == 0 and h.final_state(run_dir, 2500) == h.final_state(ref, 2500)
+    same = rc == 0 and h.final_state(run_dir, steps) == h.final_state(ref, steps)
     stamps = sorted(r["t"] for r in read_jsonl(os.path.join(run_dir, "timing.jsonl")))
     lat = []
     for tk in chaos.kill_times:

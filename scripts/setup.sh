@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libopenblas-dev libsentencepiece-dev sentencepiece libtomlplusplus-dev nlohmann-json3-dev
-  libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev libomp-dev libssl-dev
+  libcli11-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev libomp-dev libssl-dev
   bible-kjv python3 python3-torch python3-numpy python3-toml
 )
 missing=()

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "tandem/infer/load.h"
+#include "tandem/infer/engine.h"
 #include "tandem/train/checkpoint.h"
 #include "tandem/train/trainer.h"
 #include "train_test_util.h"
@@ -120,8 +120,9 @@ TEST_F(RunEdges, InferenceLoadsTheNewestVerifyingCheckpointOfARunDirectory) {
   TinyRun a = run("a");
   run_training(test::tiny_config(a), quiet());
   test::flip_byte(a.out_dir + "/step-00000012/model.safetensors");
-  LoadedModel lm = load_for_inference(a.out_dir, "cpu", 2);
-  EXPECT_EQ(lm.step, 8);
+  ModelFiles mf = load_model_files(a.out_dir);
+  EXPECT_EQ(mf.step, 8);
+  EXPECT_EQ(mf.dir, a.out_dir + "/step-00000008");
 }
 
 }  // namespace

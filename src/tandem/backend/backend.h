@@ -26,6 +26,23 @@ struct AttnShape {
   int qkv_stride() const { return (H + 2 * Hkv) * D; }
 };
 
+// Weights stored for inference. Q8 and Q4 quantize each row in blocks of kQBlock values along
+// K with one fp32 scale per block (w = scale * q): Q8 holds q in [-127, 127] as int8; Q4 holds
+// q + 8 in [0, 15] as nibbles, value j of a block in the low nibble of byte j and value j + 16
+// in the high nibble (the GGUF q8_0 / q4_0 layouts, with the scales kept apart).
+enum class WType : uint8_t { F32 = 0, Q8 = 1, Q4 = 2 };
+inline constexpr int kQBlock = 32;
+struct WMatrix {
+  WType type = WType::F32;
+  int N = 0, K = 0;              // rows (outputs) and columns (inputs); K % kQBlock == 0 if quantized
+  const void* data = nullptr;    // F32: (N, K) floats; Q8: (N, K) int8; Q4: (N, K / 2) bytes
+  const float* scale = nullptr;  // Q8/Q4: (N, K / kQBlock)
+};
+// Scratch that wmatmul_forward needs for M rows of K inputs (the activations quantized to int8).
+inline size_t wmatmul_scratch_bytes(int M, int K) {
+  return (size_t)M * K + (size_t)M * (K / kQBlock + 1) * sizeof(float) + 64;
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -136,6 +153,16 @@ class Backend {
                                     float* vcache,     // (Tmax, Hkv, D)
                                     const float* qkv,  // (n, qkv_stride)
                                     const AttnShape& s, int pos0, int n) = 0;
+
+  // ---- inference: matmul against stored weights, out = x · Wᵀ -------------------------------
+  // For Q8/Q4 each row of x is quantized to int8 in blocks of kQBlock (scale = max|x| / 127)
+  // into `scratch` (wmatmul_scratch_bytes), and blocks are multiplied in integers. Every output
+  // element goes through the same operations whatever M is and whichever rows share the call,
+  // so a sequence's result does not depend on what it is batched with.
+  virtual void wmatmul_forward(float* out,        // (M, N)
+                               const float* x,    // (M, K)
+                               const WMatrix& w,  // (N, K)
+                               int M, void* scratch) = 0;
 };
 
 // Registry: backends by name ("cpu", later "cuda"). threads <= 0 picks all cores.

@@ -5,8 +5,8 @@
 
 #include "tandem/cli/commands.h"
 #include "tandem/core/error.h"
-#include "tandem/infer/kv_engine.h"
-#include "tandem/infer/load.h"
+#include "tandem/infer/engine.h"
+#include "tandem/infer/quant.h"
 #include "tandem/infer/sampler.h"
 
 namespace tandem::cli {
@@ -14,7 +14,7 @@ namespace tandem::cli {
 void add_generate(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("generate", "sample text from a checkpoint");
   struct Args {
-    std::string checkpoint, prompt, backend = "cpu";
+    std::string checkpoint, prompt, backend = "cpu", quant = "none";
     int max_tokens = 128, threads = 0;
     SamplingParams sp;
     bool greedy = false;
@@ -31,34 +31,47 @@ void add_generate(CLI::App& app, Action& action) {
   cmd->add_flag("--greedy", a->greedy, "always take the most likely token");
   cmd->add_option("--backend", a->backend, "backend to run on")->capture_default_str();
   cmd->add_option("--threads", a->threads, "threads (0 = all cores)");
+  cmd->add_option("--quant", a->quant, "weights: none (fp32), int8 or q4")->capture_default_str();
   cmd->callback([&action, a] {
     action = [a] {
       if (a->greedy) a->sp.temperature = 0.f;
       if (a->max_tokens < 0) fail("[generate] --max-tokens must not be negative");
       if (a->sp.temperature < 0) fail("[generate] --temperature must not be negative");
       if (a->sp.top_p <= 0 || a->sp.top_p > 1) fail("[generate] --top-p must be in (0, 1]");
-      LoadedModel lm = load_for_inference(a->checkpoint, a->backend, a->threads);
-      std::vector<int32_t> ids = {lm.tokenizer->bos_id()};
-      for (int32_t t : lm.tokenizer->encode(a->prompt)) ids.push_back(t);
-      const int ctx = lm.config.model.context;
+      const WType wt = parse_quant(a->quant);
+      ModelFiles mf = load_model_files(a->checkpoint);
+      auto be = make_backend(a->backend, a->threads);
+      InferModel im(mf.config.model, mf.params.data(), *be, wt);
+      mf.params = {};
+      const Tokenizer& tok = *mf.tokenizer;
+      std::vector<int32_t> ids = {tok.bos_id()};
+      for (int32_t t : tok.encode(a->prompt)) ids.push_back(t);
+      const int ctx = mf.config.model.context;
       if ((int)ids.size() > ctx)
         fail("[generate] prompt is " + std::to_string(ids.size()) +
              " tokens, longer than the model context of " + std::to_string(ctx));
-      KvEngine eng(*lm.model, ctx);
+      BatchEngine eng(im, EngineOptions{});
+      const int V = mf.config.model.vocab_size;
+      std::vector<float> logits(V);
+      auto feed = [&](const int32_t* t, int n) {
+        BatchEngine::Item it{0, t, n, false};
+        const float* lg = eng.step({&it, 1});
+        logits.assign(lg, lg + V);
+      };
       std::fputs(a->prompt.c_str(), stdout);
       std::fflush(stdout);
       auto t0 = std::chrono::steady_clock::now();
-      const std::vector<float>* logits = &eng.feed(ids.data(), (int)ids.size());
+      feed(ids.data(), (int)ids.size());
       int produced = 0;
       while (produced < a->max_tokens) {
-        int32_t next = sample_token(*logits, a->sp, ids.size());
-        if (next == lm.tokenizer->eos_id()) break;
+        int32_t next = sample_token(logits, a->sp, ids.size());
+        if (next == tok.eos_id()) break;
         ids.push_back(next);
         ++produced;
-        std::fputs(lm.tokenizer->decode_piece(std::span<const int32_t>(ids)).c_str(), stdout);
+        std::fputs(tok.decode_piece(std::span<const int32_t>(ids)).c_str(), stdout);
         std::fflush(stdout);
-        if (eng.position() >= ctx) break;
-        logits = &eng.feed(&next, 1);
+        if (eng.position(0) >= ctx) break;
+        feed(&next, 1);
       }
       double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::printf("\n");

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   tandem::cli::add_generate(app, action);
   tandem::cli::add_info(app, action);
   tandem::cli::add_status(app, action);
+  tandem::cli::add_serve(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -49,6 +49,8 @@ class CpuBackend final : public Backend {
   bool all_finite(const float* x, size_t n) override;
   void attention_kv_forward(float* out, float* kcache, float* vcache, const float* qkv,
                             const AttnShape& s, int pos0, int n) override;
+  void wmatmul_forward(float* out, const float* x, const WMatrix& w, int M,
+                       void* scratch) override;
 
  private:
   int threads_;
