@@ -290,7 +290,10 @@ void Scheduler::run_step(std::vector<Seq*>& active) {
     const int32_t next = sample_token(row, s.sp, s.ids.size());
     const GenRequest& r = s.job->request();
     TokenLogprob lp;
-    if (r.logprobs) lp = logprobs_of(tok_, row, next, r.top_logprobs);
+    if (r.logprobs) {
+      lp = logprobs_of(tok_, row, next, r.top_logprobs);
+      if (next == tok_.eos_id()) lp.token.clear();  // counted in usage, adds no text
+    }
     if (!s.job->first_token_) {
       s.job->first_token_ = true;
       const double t = std::chrono::duration<double>(now - s.job->arrival_).count();
@@ -330,7 +333,7 @@ void Scheduler::run_step(std::vector<Seq*>& active) {
       s.job->publish(s.choice, std::move(delta), r.logprobs ? &lp : nullptr, "");
     } else {
       s.job->publish(s.choice, s.sent < s.text.size() ? s.text.substr(s.sent) : "",
-                     r.logprobs && next != tok_.eos_id() ? &lp : nullptr, reason);
+                     r.logprobs ? &lp : nullptr, reason);
       s.sent = std::string::npos;  // tells loop() to free the slot
     }
   }

@@ -216,6 +216,12 @@ struct Server::Impl {
   void routes() {
     const int threads = opt.http_threads > 0 ? opt.http_threads : sched.slots() + 64 + 8;
     svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, which would let a second
+    // server share a port that is already in use instead of failing.
+    svr.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     svr.set_payload_max_length(opt.max_body_bytes);
     svr.set_read_timeout(opt.read_timeout_s, 0);
     svr.set_write_timeout(opt.write_timeout_s, 0);
