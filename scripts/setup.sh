@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libopenblas-dev libsentencepiece-dev sentencepiece libtomlplusplus-dev nlohmann-json3-dev
-  libcli11-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev libomp-dev libssl-dev
+  clang libclang-rt-14-dev libcli11-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev libomp-dev libssl-dev
   bible-kjv python3 python3-torch python3-numpy python3-toml
 )
 missing=()
@@ -33,6 +33,11 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 if [ ! -d tests/serve/node_modules/openai ]; then
   npm ci --prefix tests/serve --no-audit --no-fund --loglevel=error
+fi
+# llama.cpp as a peer for the GGUF export tests: node-llama-cpp with its prebuilt CPU binaries
+# only (its optional CUDA/Vulkan builds are left out; nothing is compiled).
+if [ ! -d tests/export/node_modules/@node-llama-cpp/linux-x64 ]; then
+  npm ci --prefix tests/export --no-audit --no-fund --loglevel=error --omit=optional --ignore-scripts
 fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${TANDEM_CMAKE_ARGS:-}

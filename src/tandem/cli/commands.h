@@ -15,5 +15,8 @@ void add_generate(CLI::App& app, Action& action);
 void add_info(CLI::App& app, Action& action);
 void add_status(CLI::App& app, Action& action);
 void add_serve(CLI::App& app, Action& action);
+void add_export(CLI::App& app, Action& action);
+void add_verify(CLI::App& app, Action& action);
+void add_logits(CLI::App& app, Action& action);
 
 }  // namespace tandem::cli

@@ -17,6 +17,9 @@ int main(int argc, char** argv) {
   tandem::cli::add_info(app, action);
   tandem::cli::add_status(app, action);
   tandem::cli::add_serve(app, action);
+  tandem::cli::add_export(app, action);
+  tandem::cli::add_verify(app, action);
+  tandem::cli::add_logits(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

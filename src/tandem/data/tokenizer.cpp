@@ -141,6 +141,22 @@ std::string Tokenizer::decode_piece(std::span<const int32_t> ids) const {
 }
 
 int Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+int Tokenizer::unk_id() const { return sp_->unk_id(); }
+
+std::vector<Tokenizer::PieceInfo> Tokenizer::pieces() const {
+  std::vector<PieceInfo> out(vocab_size());
+  for (int i = 0; i < vocab_size(); ++i) {
+    PieceInfo& p = out[i];
+    p.piece = sp_->IdToPiece(i);
+    p.score = sp_->GetScore(i);
+    p.type = sp_->IsUnknown(i)   ? 2
+             : sp_->IsControl(i) ? 3
+             : sp_->IsByte(i)    ? 6
+             : sp_->IsUnused(i)  ? 5
+                                 : 1;
+  }
+  return out;
+}
 int Tokenizer::bos_id() const { return sp_->bos_id(); }
 int Tokenizer::eos_id() const { return sp_->eos_id(); }
 

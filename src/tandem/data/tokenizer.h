@@ -36,6 +36,15 @@ class Tokenizer {
   int bos_id() const;
   int eos_id() const;
   std::string id_to_piece(int32_t id) const;
+  // Every piece with its score and kind, for exporting the vocabulary (GGUF's token types:
+  // 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte).
+  struct PieceInfo {
+    std::string piece;
+    float score = 0;
+    int type = 1;
+  };
+  std::vector<PieceInfo> pieces() const;
+  int unk_id() const;
   const std::string& sha256() const { return sha256_; }  // of the model file's bytes
   const std::string& path() const { return path_; }
 

@@ -1,0 +1,85 @@
+// Batch-1 inference speed of a checkpoint: prefill of a P-token prompt and greedy decoding of
+// G tokens, median of several repetitions. Prints one JSON line per weight type.
+//   infer_speed CHECKPOINT [--quant none,int8,q4] [--prompt 128] [--gen 128] [--reps 5]
+//               [--threads 2]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tandem/core/error.h"
+#include "tandem/infer/engine.h"
+#include "tandem/infer/quant.h"
+#include "tandem/infer/sampler.h"
+
+using namespace tandem;
+using Clock = std::chrono::steady_clock;
+
+static double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: infer_speed CHECKPOINT [--quant none,int8,q4] [--prompt N] [--gen N] [--reps N] [--threads N]\n");
+    return 2;
+  }
+  std::string ckpt = argv[1], quants = "none,int8,q4";
+  int P = 128, G = 128, reps = 5, threads = 2;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--quant") quants = v;
+    else if (k == "--prompt") P = std::atoi(v.c_str());
+    else if (k == "--gen") G = std::atoi(v.c_str());
+    else if (k == "--reps") reps = std::atoi(v.c_str());
+    else if (k == "--threads") threads = std::atoi(v.c_str());
+  }
+  try {
+    ModelFiles mf = load_model_files(ckpt);
+    const ModelConfig& c = mf.config.model;
+    P = std::min(P, c.context - G);
+    auto be = make_backend("cpu", threads);
+    std::stringstream qs(quants);
+    for (std::string q; std::getline(qs, q, ',');) {
+      InferModel im(c, mf.params.data(), *be, parse_quant(q));
+      BatchEngine eng(im, EngineOptions{1, c.context, c.context, 1});
+      std::vector<int32_t> prompt(P);
+      for (int i = 0; i < P; ++i) prompt[i] = 3 + (i * 7919) % (c.vocab_size - 3);
+      std::vector<double> pre, dec;
+      std::vector<float> row(c.vocab_size);
+      for (int r = 0; r < reps + 1; ++r) {  // the first repetition warms up
+        eng.reset(0);
+        auto t0 = Clock::now();
+        BatchEngine::Item it{0, prompt.data(), P, false};
+        const float* lg = eng.step({&it, 1});
+        row.assign(lg, lg + c.vocab_size);
+        int32_t next = argmax(row);
+        auto t1 = Clock::now();
+        for (int g = 0; g < G; ++g) {
+          it = {0, &next, 1, false};
+          lg = eng.step({&it, 1});
+          row.assign(lg, lg + c.vocab_size);
+          next = argmax(row);
+        }
+        auto t2 = Clock::now();
+        if (r == 0) continue;
+        pre.push_back(P / std::chrono::duration<double>(t1 - t0).count());
+        dec.push_back(G / std::chrono::duration<double>(t2 - t1).count());
+      }
+      std::printf("{\"runtime\":\"tandem\",\"quant\":\"%s\",\"params\":%lld,\"weight_mb\":%.1f,"
+                  "\"prompt\":%d,\"gen\":%d,\"prefill_tps\":%.1f,\"decode_tps\":%.1f}\n",
+                  q.c_str(), (long long)c.num_params(), im.weight_bytes() / 1e6, P, G,
+                  median(pre), median(dec));
+      std::fflush(stdout);
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
