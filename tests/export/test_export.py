@@ -6,6 +6,9 @@ continuation Tandem's most likely next token is llama.cpp's choice at every posi
 generate the same greedy tokens). f32 must agree everywhere; quantized files are compared with
 Tandem's own int8/q4 weights and must agree on nearly every position.
 
+verify: the same weights pass with zero divergence, int8 passes its thresholds, a candidate
+outside a threshold exits 2 with the report, bad arguments exit 1.
+
 Hugging Face: the PyTorch reference model (tests/reference/llama_ref.py, float64) built from
 the exported config.json and model.safetensors matches Tandem's logits.
 
@@ -156,6 +159,41 @@ class HuggingFace(unittest.TestCase):
                                capture_output=True, text=True)
             self.assertEqual(r.returncode, 1)
             self.assertIn("already exists", r.stderr)
+
+
+class Verify(unittest.TestCase):
+    def verify(self, *args):
+        return subprocess.run([BIN, "verify", "-c", MODEL, "--threads", "2",
+                               "--val-tokens", "2048", "--greedy-tokens", "32", *args],
+                              capture_output=True, text=True)
+
+    def test_same_dtype_passes_and_quantized_is_judged(self):
+        r = self.verify("--candidate", "cpu", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rep = json.loads(r.stdout)
+        self.assertEqual(rep["verdict"], "PASS")
+        self.assertEqual(rep["mean_kld"], 0.0)
+        self.assertEqual(rep["top1_agreement"], 1.0)
+        self.assertGreater(rep["val_positions"], 1500)
+        r = self.verify("--candidate", "cpu:int8", "--json")
+        rep = json.loads(r.stdout)
+        self.assertGreater(rep["mean_kld"], 0.0)  # quantization does change the logits
+        self.assertLess(rep["ppl_ratio"], 1.01)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        # Outside a threshold: the report, the failed limits, exit 2.
+        r = self.verify("--candidate", "cpu:q4", "--max-kld", "1e-9")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("FAIL:", r.stdout)
+        self.assertIn("mean KL divergence", r.stdout)
+
+    def test_bad_arguments(self):
+        for args, msg in [(["--candidate", "cpu:q3"], "unknown quantization"),
+                          (["--candidate", "tpu"], "tpu"),
+                          (["--candidate", "cpu", "--data", "/nonexistent"], "--data")]:
+            r = self.verify(*args)
+            self.assertEqual(r.returncode, 1, (args, r.stdout, r.stderr))
+            self.assertIn(msg, r.stderr)
+            self.assertEqual(r.stdout, "")
 
 
 if __name__ == "__main__":

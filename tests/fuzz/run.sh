@@ -10,4 +10,5 @@ clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-reco
   -Isrc tests/fuzz/fuzz_request.cpp src/tandem/serve/protocol.cpp -o "$out/fuzz_request"
 # The checked-in seeds plus whatever earlier runs found (kept in the build tree).
 "$out/fuzz_request" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+  -artifact_prefix="$out/" \
   "$out/corpus" tests/fuzz/corpus 2>&1 | tail -n 12

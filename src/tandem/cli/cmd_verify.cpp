@@ -36,7 +36,7 @@ struct Thresholds {
 Thresholds defaults_for(WType t) {
   switch (t) {
     case WType::Q8: return {5e-3, 0.97, 1.01};
-    case WType::Q4: return {5e-2, 0.90, 1.05};
+    case WType::Q4: return {5e-2, 0.85, 1.05};
     default: return {1e-5, 0.999, 1.001};
   }
 }

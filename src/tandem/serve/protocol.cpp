@@ -236,7 +236,7 @@ GenRequest parse_request(Endpoint ep, std::string_view body_text, const Limits& 
   json body;
   try {
     body = json::parse(body_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors, and numbers beyond double's range
     throw bad_request(std::string("the body is not valid JSON: ") + e.what());
   }
   if (!body.is_object()) throw bad_request("the body must be a JSON object");

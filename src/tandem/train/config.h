@@ -54,7 +54,7 @@ struct GuardConfig {
 struct SupervisorConfig {
   int max_restarts = 100;          // restart budget for one `tandem train`
   int max_failures = 5;            // consecutive restarts without progress before giving up
-  double backoff_s = 0.5;          // first restart delay; doubles per failure without progress
+  double backoff_s = 0.1;          // first restart delay; doubles per failure without progress
   double backoff_max_s = 30;
   double hang_factor = 10;         // hang: no heartbeat for factor x median step time...
   double hang_min_s = 60;          // ...but never less than this
