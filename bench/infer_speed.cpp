@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string ckpt = argv[1], quants = "none,int8,q4";
-  int P = 128, G = 128, reps = 5, threads = 2;
+  int P = 128, G = 128, reps = 5, threads = 2, batch = 1;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--quant") quants = v;
@@ -38,10 +38,12 @@ int main(int argc, char** argv) {
     else if (k == "--gen") G = std::atoi(v.c_str());
     else if (k == "--reps") reps = std::atoi(v.c_str());
     else if (k == "--threads") threads = std::atoi(v.c_str());
+    else if (k == "--batch") batch = std::atoi(v.c_str());
   }
   try {
     ModelFiles mf = load_model_files(ckpt);
     const ModelConfig& c = mf.config.model;
+    G = std::min(G, c.context / 2);
     P = std::min(P, c.context - G);
     auto be = make_backend("cpu", threads);
     std::stringstream qs(quants);
@@ -71,10 +73,34 @@ int main(int argc, char** argv) {
         pre.push_back(P / std::chrono::duration<double>(t1 - t0).count());
         dec.push_back(G / std::chrono::duration<double>(t2 - t1).count());
       }
+      // Batched decoding: `batch` sequences step together (what the server does).
+      double batched = 0;
+      if (batch > 1) {
+        BatchEngine be2(im, EngineOptions{batch, c.context, c.context, batch});
+        std::vector<double> rates;
+        for (int r = 0; r < reps + 1; ++r) {
+          std::vector<int32_t> last(batch);
+          std::vector<BatchEngine::Item> items(batch);
+          for (int s = 0; s < batch; ++s) {
+            be2.reset(s);
+            items[s] = {s, prompt.data(), 8 + s, false};
+          }
+          be2.step(items);
+          for (int s = 0; s < batch; ++s) last[s] = 3 + s;
+          auto t0 = Clock::now();
+          for (int g = 0; g < G; ++g) {
+            for (int s = 0; s < batch; ++s) items[s] = {s, &last[s], 1, false};
+            be2.step(items);
+          }
+          if (r > 0) rates.push_back((double)G * batch / std::chrono::duration<double>(Clock::now() - t0).count());
+        }
+        batched = median(rates);
+      }
       std::printf("{\"runtime\":\"tandem\",\"quant\":\"%s\",\"params\":%lld,\"weight_mb\":%.1f,"
-                  "\"prompt\":%d,\"gen\":%d,\"prefill_tps\":%.1f,\"decode_tps\":%.1f}\n",
+                  "\"prompt\":%d,\"gen\":%d,\"prefill_tps\":%.1f,\"decode_tps\":%.1f,"
+                  "\"batch\":%d,\"batched_decode_tps\":%.1f}\n",
                   q.c_str(), (long long)c.num_params(), im.weight_bytes() / 1e6, P, G,
-                  median(pre), median(dec));
+                  median(pre), median(dec), batch, batched);
       std::fflush(stdout);
     }
   } catch (const Error& e) {

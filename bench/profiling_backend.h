@@ -95,6 +95,13 @@ class ProfilingBackend final : public Backend {
                             int n) override {
     t("attention_kv", [&] { b_.attention_kv_forward(o, k, v, q, s, p, n); });
   }
+  void rope_batch(float* q, const AttnShape& s, const KvBatch& b, float th) override {
+    t("rope", [&] { b_.rope_batch(q, s, b, th); });
+  }
+  void attention_kv_batch(float* o, float* k, float* v, const float* q, const AttnShape& s,
+                          const KvBatch& b) override {
+    t("attention_kv", [&] { b_.attention_kv_batch(o, k, v, q, s, b); });
+  }
   void wmatmul_forward(float* o, const float* x, const WMatrix& w, int M, void* s) override {
     t("wmatmul", [&] { b_.wmatmul_forward(o, x, w, M, s); });
   }

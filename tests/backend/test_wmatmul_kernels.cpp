@@ -56,8 +56,9 @@ struct Weights {
     w.N = N;
     w.K = K;
     if (t == WType::F32) {
-      std::vector<uint8_t> bytes(host.size() * 4);
-      std::memcpy(bytes.data(), host.data(), bytes.size());
+      f = pack_f32(host.data(), N, K);
+      std::vector<uint8_t> bytes(f.size() * 4);
+      std::memcpy(bytes.data(), f.data(), bytes.size());
       data = std::make_unique<DeviceBuf<uint8_t>>(bytes);
     } else {
       q = quantize_matrix(host.data(), N, K, t);
@@ -149,7 +150,8 @@ TEST(WMatmulThreads, SameBitsWithOneOrTwoThreads) {
   auto one = make_backend("cpu", 1), two = make_backend("cpu", 2);
   for (WType t : {WType::F32, WType::Q8, WType::Q4}) {
     QuantMatrix q;
-    WMatrix wm{t, N, K, w.data(), nullptr};
+    const std::vector<float> packed = pack_f32(w.data(), N, K);
+    WMatrix wm{t, N, K, packed.data(), nullptr};
     if (t != WType::F32) {
       q = quantize_matrix(w.data(), N, K, t);
       wm.data = q.data.data();

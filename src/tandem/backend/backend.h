@@ -26,16 +26,32 @@ struct AttnShape {
   int qkv_stride() const { return (H + 2 * Hkv) * D; }
 };
 
+// Several sequences in one inference step. Sequence i owns rows [row0[i], row0[i] + n[i]) of
+// the step's qkv/out buffers, its new tokens sit at positions pos0[i], pos0[i] + 1, ..., and
+// its caches start slot[i] * slot_stride floats past the kcache/vcache pointers. The arrays
+// are host memory (a few ints per sequence).
+struct KvBatch {
+  const int32_t* slot = nullptr;
+  const int32_t* pos0 = nullptr;
+  const int32_t* n = nullptr;
+  const int32_t* row0 = nullptr;
+  int count = 0;
+  size_t slot_stride = 0;
+};
+
 // Weights stored for inference. Q8 and Q4 quantize each row in blocks of kQBlock values along
 // K with one fp32 scale per block (w = scale * q): Q8 holds q in [-127, 127] as int8; Q4 holds
 // q + 8 in [0, 15] as nibbles, value j of a block in the low nibble of byte j and value j + 16
 // in the high nibble (the GGUF q8_0 / q4_0 layouts, with the scales kept apart).
+// F32 is packed for the matmul kernel: panels of kF32Panel rows, k-major inside a panel
+// (value (n, k) at panel n / 16, offset k * 16 + n % 16; the last panel padded with zeros).
 enum class WType : uint8_t { F32 = 0, Q8 = 1, Q4 = 2 };
 inline constexpr int kQBlock = 32;
+inline constexpr int kF32Panel = 16;
 struct WMatrix {
   WType type = WType::F32;
   int N = 0, K = 0;              // rows (outputs) and columns (inputs); K % kQBlock == 0 if quantized
-  const void* data = nullptr;    // F32: (N, K) floats; Q8: (N, K) int8; Q4: (N, K / 2) bytes
+  const void* data = nullptr;    // F32: (ceil(N/16), K, 16) floats; Q8: (N, K) int8; Q4: (N, K / 2)
   const float* scale = nullptr;  // Q8/Q4: (N, K / kQBlock)
 };
 // Scratch that wmatmul_forward needs for M rows of K inputs (the activations quantized to int8).
@@ -153,6 +169,19 @@ class Backend {
                                     float* vcache,     // (Tmax, Hkv, D)
                                     const float* qkv,  // (n, qkv_stride)
                                     const AttnShape& s, int pos0, int n) = 0;
+
+  // ---- inference: several sequences per step ----------------------------------------------
+  // rope() for every row of a batch, each sequence at its own positions; the same values as
+  // rope() on that sequence alone.
+  virtual void rope_batch(float* qkv,  // (rows, qkv_stride)
+                          const AttnShape& s, const KvBatch& b, float theta) = 0;
+  // attention_kv_forward() for every sequence of a batch in one call (one parallel launch
+  // instead of one per sequence); each sequence's result is the same as alone.
+  virtual void attention_kv_batch(float* out,        // (rows, H, D)
+                                  float* kcache,     // per slot: (Tmax, Hkv, D)
+                                  float* vcache,     // per slot: (Tmax, Hkv, D)
+                                  const float* qkv,  // (rows, qkv_stride)
+                                  const AttnShape& s, const KvBatch& b) = 0;
 
   // ---- inference: matmul against stored weights, out = x · Wᵀ -------------------------------
   // For Q8/Q4 each row of x is quantized to int8 in blocks of kQBlock (scale = max|x| / 127)

@@ -83,7 +83,8 @@ WMatrix InferModel::upload(const float* host, int N, int K) {
     return d;
   };
   if (type_ == WType::F32) {
-    w.data = put(host, (size_t)N * K * sizeof(float));
+    const std::vector<float> packed = pack_f32(host, N, K);
+    w.data = put(packed.data(), packed.size() * sizeof(float));
   } else {
     QuantMatrix q = quantize_matrix(host, N, K, type_);
     w.data = put(q.data.data(), q.data.size());
@@ -132,7 +133,7 @@ BatchEngine::~BatchEngine() {
 
 const float* BatchEngine::step(std::span<const Item> items) {
   const ModelConfig& c = model_.config();
-  const int C = c.dim, V = c.vocab_size, S = c.qkv_dim(), HD = c.n_heads * c.head_dim();
+  const int C = c.dim, V = c.vocab_size;
   const size_t KV = (size_t)c.n_kv_heads * c.head_dim();
   // Validate everything before touching any state.
   int M = 0, R = 0;
@@ -164,20 +165,23 @@ const float* BatchEngine::step(std::span<const Item> items) {
   s.Hkv = c.n_kv_heads;
   s.D = c.head_dim();
   const size_t slot_stride = (size_t)c.n_layers * 2 * opt_.max_seq * KV;
+  // Per-sequence metadata for the batched rotary embedding and attention.
+  std::vector<int32_t> slot(items.size()), pos0(items.size()), n_new(items.size()),
+      row0(items.size());
+  for (size_t i = 0, off = 0; i < items.size(); off += items[i].n, ++i) {
+    slot[i] = items[i].slot;
+    pos0[i] = pos_[items[i].slot];
+    n_new[i] = items[i].n;
+    row0[i] = (int32_t)off;
+  }
+  KvBatch kb{slot.data(), pos0.data(), n_new.data(), row0.data(), (int)items.size(), slot_stride};
   for (int l = 0; l < c.n_layers; ++l) {
     const InferModel::Layer& L = model_.layers()[l];
     be_.rmsnorm_forward(ln_, rstd_, x_, L.ln1, M, C, c.norm_eps);
     be_.wmatmul_forward(qkv_, ln_, L.wqkv, M, scratch_);
-    int off = 0;
-    for (const Item& it : items) {
-      float* kc = kv_ + it.slot * slot_stride + (size_t)l * 2 * opt_.max_seq * KV;
-      float* vc = kc + (size_t)opt_.max_seq * KV;
-      s.T = it.n;
-      float* q = qkv_ + (size_t)off * S;
-      be_.rope(q, s, pos_[it.slot], c.rope_theta, false);
-      be_.attention_kv_forward(att_ + (size_t)off * HD, kc, vc, q, s, pos_[it.slot], it.n);
-      off += it.n;
-    }
+    float* kc = kv_ + (size_t)l * 2 * opt_.max_seq * KV;
+    be_.rope_batch(qkv_, s, kb, c.rope_theta);
+    be_.attention_kv_batch(att_, kc, kc + (size_t)opt_.max_seq * KV, qkv_, s, kb);
     be_.wmatmul_forward(h_, att_, L.wo, M, scratch_);
     be_.add(h_, h_, x_, (size_t)M * C);
     be_.rmsnorm_forward(ln_, rstd_, h_, L.ln2, M, C, c.norm_eps);
@@ -186,9 +190,15 @@ const float* BatchEngine::step(std::span<const Item> items) {
     be_.wmatmul_forward(x_, act_, L.wdown, M, scratch_);
     be_.add(x_, x_, h_, (size_t)M * C);
   }
-  // Final norm of the rows that need logits, packed into ln_.
+  // Final norm of the rows that need logits, packed into ln_: in one call when that is every
+  // row (decoding steps), else per item.
   int off = 0, row = 0;
+  if (R == M) {
+    be_.rmsnorm_forward(ln_, rstd_, x_, model_.final_norm(), M, C, c.norm_eps);
+    off = row = M;
+  }
   for (const Item& it : items) {
+    if (R == M) break;
     const int first = it.all_logits ? off : off + it.n - 1, cnt = it.all_logits ? it.n : 1;
     be_.rmsnorm_forward(ln_ + (size_t)row * C, rstd_, x_ + (size_t)first * C, model_.final_norm(),
                         cnt, C, c.norm_eps);

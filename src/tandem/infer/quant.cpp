@@ -74,6 +74,15 @@ std::vector<float> dequantize_matrix(const QuantMatrix& q) {
   return w;
 }
 
+std::vector<float> pack_f32(const float* w, int N, int K) {
+  const int panels = (N + kF32Panel - 1) / kF32Panel;
+  std::vector<float> out((size_t)panels * K * kF32Panel, 0.f);
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; ++k)
+      out[((size_t)(n / kF32Panel) * K + k) * kF32Panel + n % kF32Panel] = w[(size_t)n * K + k];
+  return out;
+}
+
 WType parse_quant(const std::string& name) {
   if (name == "none" || name == "f32") return WType::F32;
   if (name == "int8" || name == "q8" || name == "q8_0") return WType::Q8;

@@ -23,6 +23,9 @@ QuantMatrix quantize_matrix(const float* w, int N, int K, WType type);
 // w[n][k] = scale * q, for tests and for exporting.
 std::vector<float> dequantize_matrix(const QuantMatrix& q);
 
+// Row-major (N, K) fp32 weights in the panel layout WType::F32 uses (backend.h).
+std::vector<float> pack_f32(const float* w, int N, int K);
+
 // "none" | "int8" | "q4" (also "f32", "q8", "q8_0", "q4_0"); throws naming the bad value.
 WType parse_quant(const std::string& name);
 const char* quant_name(WType t);  // "none", "int8", "q4"

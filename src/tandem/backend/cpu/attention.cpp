@@ -185,4 +185,41 @@ void CpuBackend::attention_kv_forward(float* out, float* kcache, float* vcache, 
   }
 }
 
+void CpuBackend::attention_kv_batch(float* out, float* kcache, float* vcache, const float* qkv,
+                                    const AttnShape& s, const KvBatch& b) {
+  const int H = s.H, Hkv = s.Hkv, D = s.D, stride = s.qkv_stride();
+  const int group = H / Hkv, kvw = Hkv * D;
+  const float scale = 1.0f / std::sqrt((float)D);
+  // Append every sequence's new keys and values, then one parallel pass over (row, head).
+  std::vector<int32_t> seq_of_row;
+  int longest = 0;
+  for (int i = 0; i < b.count; ++i) {
+    float* kc = kcache + b.slot[i] * b.slot_stride;
+    float* vc = vcache + b.slot[i] * b.slot_stride;
+    for (int t = 0; t < b.n[i]; ++t) {
+      const float* row = qkv + (size_t)(b.row0[i] + t) * stride;
+      std::memcpy(kc + (size_t)(b.pos0[i] + t) * kvw, row + H * D, sizeof(float) * kvw);
+      std::memcpy(vc + (size_t)(b.pos0[i] + t) * kvw, row + (H + Hkv) * D, sizeof(float) * kvw);
+    }
+    longest = std::max(longest, b.pos0[i] + b.n[i]);
+  }
+  std::vector<int32_t> task_seq, task_t;  // tasks: one per new row, times H heads
+  for (int i = 0; i < b.count; ++i)
+    for (int t = 0; t < b.n[i]; ++t) {
+      task_seq.push_back(i);
+      task_t.push_back(t);
+    }
+  const int tasks = (int)task_seq.size() * H;
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
+  for (int k = 0; k < tasks; ++k) {
+    const int i = task_seq[k / H], t = task_t[k / H], h = k % H;
+    float* sc = scratch(longest).data();
+    const float* kc = kcache + b.slot[i] * b.slot_stride;
+    const float* vc = vcache + b.slot[i] * b.slot_stride;
+    const int r = b.row0[i] + t;
+    attend_row(out + ((size_t)r * H + h) * D, sc, qkv + (size_t)r * stride + h * D,
+               kc + (h / group) * D, vc + (h / group) * D, kvw, b.pos0[i] + t, D, scale);
+  }
+}
+
 }  // namespace tandem

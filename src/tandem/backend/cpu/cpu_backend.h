@@ -49,6 +49,9 @@ class CpuBackend final : public Backend {
   bool all_finite(const float* x, size_t n) override;
   void attention_kv_forward(float* out, float* kcache, float* vcache, const float* qkv,
                             const AttnShape& s, int pos0, int n) override;
+  void rope_batch(float* qkv, const AttnShape& s, const KvBatch& b, float theta) override;
+  void attention_kv_batch(float* out, float* kcache, float* vcache, const float* qkv,
+                          const AttnShape& s, const KvBatch& b) override;
   void wmatmul_forward(float* out, const float* x, const WMatrix& w, int M,
                        void* scratch) override;
 

@@ -1,9 +1,11 @@
 // rope family: rotate-half rotary embedding (Hugging Face Llama layout) on the q and k parts
 // of fused qkv rows, in place. The inverse rotation is the backward.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "tandem/backend/cpu/cpu_backend.h"
+#include "tandem/core/error.h"
 
 namespace tandem {
 
@@ -37,6 +39,37 @@ void CpuBackend::rope(float* qkv, const AttnShape& s, int pos0, float theta, boo
           x[i] = x1 * cs[i] - x2 * sn[i];
           x[i + half] = x2 * cs[i] + x1 * sn[i];
         }
+      }
+    }
+  }
+}
+
+void CpuBackend::rope_batch(float* qkv, const AttnShape& s, const KvBatch& b, float theta) {
+  const int half = s.D / 2, stride = s.qkv_stride(), heads = s.H + s.Hkv;
+  int rows = 0;
+  for (int i = 0; i < b.count; ++i) rows = std::max(rows, b.row0[i] + b.n[i]);
+  // Row -> position, then the same angles as rope() (double, cast to float).
+  std::vector<int32_t> pos(rows, 0);
+  for (int i = 0; i < b.count; ++i)
+    for (int t = 0; t < b.n[i]; ++t) pos[b.row0[i] + t] = b.pos0[i] + t;
+  const bool parallel = (size_t)rows * heads * s.D >= 16384;
+#pragma omp parallel for num_threads(threads_) schedule(static) if (parallel)
+  for (int r = 0; r < rows; ++r) {
+    float cs[512], sn[512];
+    TANDEM_CHECK(half <= 512);
+    for (int i = 0; i < half; ++i) {
+      double a = (double)pos[r] * std::pow((double)theta, -2.0 * i / s.D);
+      cs[i] = (float)std::cos(a);
+      sn[i] = (float)std::sin(a);
+    }
+    float* row = qkv + (size_t)r * stride;
+    for (int h = 0; h < heads; ++h) {
+      float* x = row + h * s.D;
+#pragma omp simd
+      for (int i = 0; i < half; ++i) {
+        float x1 = x[i], x2 = x[i + half];
+        x[i] = x1 * cs[i] - x2 * sn[i];
+        x[i + half] = x2 * cs[i] + x1 * sn[i];
       }
     }
   }

@@ -1,7 +1,7 @@
-// wmatmul: out = x · Wᵀ against inference weights (fp32, or int8/4-bit blocks), with AVX-512,
-// AVX2 or scalar code picked at compile time. Tiles of up to 4 x-rows by 4 W-rows share loads;
-// each output element is one accumulator whose operation sequence depends only on K, never on
-// the tile it sat in or on M, so batching does not change any row's bits.
+// wmatmul: out = x · Wᵀ against inference weights (fp32 panels, or int8/4-bit blocks), with
+// AVX-512, AVX2 or scalar code picked at compile time. Tiles share loads across rows; each
+// output element is one accumulator whose operation sequence depends only on K, never on the
+// tile it sat in or on M, so batching does not change any row's bits.
 // GCC 12's AVX-512 extract intrinsics start from an "undefined" vector that -Wuninitialized
 // reports inside the system header.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "tandem/backend/cpu/cpu_backend.h"
 #include "tandem/core/error.h"
@@ -65,51 +66,74 @@ void quantize_row(int8_t* q, float* d, const float* x, int K) {
   }
 }
 
-// out[m][n] for m < MR, n < NR: rows x[m] (stride K) against W rows w[n] (stride K).
-template <int MR, int NR>
-void tile_f32(float* out, int ldo, const float* x, const float* w, int K) {
+// fp32 against W packed in panels of kF32Panel rows (k-major inside a panel): MR x-rows by NP
+// panels. Every output lane accumulates its dot product over k in order with FMAs, so no
+// horizontal sums and no dependence on the tile shape.
+template <int MR, int NP>
+void panel_f32(float* out, int ldo, const float* x, int K, const float* wp, size_t pstride,
+               int nvalid) {
 #if defined(__AVX512F__)
-  __m512 acc[MR][NR];
+  __m512 acc[MR][NP];
   for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_setzero_ps();
-  for (int k = 0; k < K; k += 16) {
-    const __mmask16 mask = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-    __m512 wv[NR];
-    for (int n = 0; n < NR; ++n) wv[n] = _mm512_maskz_loadu_ps(mask, w + (size_t)n * K + k);
+    for (int p = 0; p < NP; ++p) acc[m][p] = _mm512_setzero_ps();
+  for (int k = 0; k < K; ++k) {
+    __m512 w[NP];
+    for (int p = 0; p < NP; ++p) w[p] = _mm512_loadu_ps(wp + p * pstride + (size_t)k * 16);
     for (int m = 0; m < MR; ++m) {
-      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + (size_t)m * K + k);
-      for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_fmadd_ps(xv, wv[n], acc[m][n]);
+      const __m512 xb = _mm512_set1_ps(x[(size_t)m * K + k]);
+      for (int p = 0; p < NP; ++p) acc[m][p] = _mm512_fmadd_ps(xb, w[p], acc[m][p]);
     }
   }
   for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) out[m * ldo + n] = hsum512(acc[m][n]);
+    for (int p = 0; p < NP; ++p) {
+      const int cols = std::min(16, nvalid - p * 16);
+      if (cols == 16)
+        _mm512_storeu_ps(out + (size_t)m * ldo + p * 16, acc[m][p]);
+      else if (cols > 0)
+        _mm512_mask_storeu_ps(out + (size_t)m * ldo + p * 16, (__mmask16)((1u << cols) - 1),
+                              acc[m][p]);
+    }
 #elif defined(TANDEM_WMM_SIMD)
-  __m256 acc[MR][NR];
+  __m256 acc[MR][2 * NP];
   for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) acc[m][n] = _mm256_setzero_ps();
-  int k = 0;
-  for (; k + 8 <= K; k += 8) {
-    __m256 wv[NR];
-    for (int n = 0; n < NR; ++n) wv[n] = _mm256_loadu_ps(w + (size_t)n * K + k);
+    for (int p = 0; p < 2 * NP; ++p) acc[m][p] = _mm256_setzero_ps();
+  for (int k = 0; k < K; ++k) {
+    __m256 w[2 * NP];
+    for (int p = 0; p < 2 * NP; ++p)
+      w[p] = _mm256_loadu_ps(wp + (p / 2) * pstride + (size_t)k * 16 + (p % 2) * 8);
     for (int m = 0; m < MR; ++m) {
-      const __m256 xv = _mm256_loadu_ps(x + (size_t)m * K + k);
-      for (int n = 0; n < NR; ++n) acc[m][n] = _mm256_fmadd_ps(xv, wv[n], acc[m][n]);
+      const __m256 xb = _mm256_set1_ps(x[(size_t)m * K + k]);
+      for (int p = 0; p < 2 * NP; ++p) acc[m][p] = _mm256_fmadd_ps(xb, w[p], acc[m][p]);
     }
   }
   for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) {
-      float s = hsum256(acc[m][n]);
-      for (int kk = k; kk < K; ++kk) s += x[(size_t)m * K + kk] * w[(size_t)n * K + kk];
-      out[m * ldo + n] = s;
+    for (int p = 0; p < 2 * NP; ++p) {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, acc[m][p]);
+      for (int j = 0; j < 8 && p * 8 + j < nvalid; ++j) out[(size_t)m * ldo + p * 8 + j] = tmp[j];
     }
 #else
   for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) {
+    for (int j = 0; j < nvalid; ++j) {
       float s = 0.f;
-      for (int k = 0; k < K; ++k) s += x[(size_t)m * K + k] * w[(size_t)n * K + k];
-      out[m * ldo + n] = s;
+      const float* col = wp + (j / 16) * pstride + (j % 16);
+      for (int k = 0; k < K; ++k) s = std::fma(x[(size_t)m * K + k], col[(size_t)k * 16], s);
+      out[(size_t)m * ldo + j] = s;
     }
 #endif
+}
+
+template <int NP>
+void panel_f32_rows(int mr, float* out, int ldo, const float* x, int K, const float* wp,
+                    size_t pstride, int nvalid) {
+  switch (mr) {
+    case 1: panel_f32<1, NP>(out, ldo, x, K, wp, pstride, nvalid); break;
+    case 2: panel_f32<2, NP>(out, ldo, x, K, wp, pstride, nvalid); break;
+    case 3: panel_f32<3, NP>(out, ldo, x, K, wp, pstride, nvalid); break;
+    case 4: panel_f32<4, NP>(out, ldo, x, K, wp, pstride, nvalid); break;
+    case 5: panel_f32<5, NP>(out, ldo, x, K, wp, pstride, nvalid); break;
+    default: panel_f32<6, NP>(out, ldo, x, K, wp, pstride, nvalid); break;
+  }
 }
 
 // The same tile for quantized W: xq/xd are the int8 rows and their block scales.
@@ -199,6 +223,31 @@ void CpuBackend::wmatmul_forward(float* out, const float* x, const WMatrix& w, i
   const int N = w.N, K = w.K;
   TANDEM_CHECK(M >= 0 && N > 0 && K > 0);
   if (M == 0) return;
+  if (w.type == WType::F32) {
+    // Pairs of panels per thread; within them every x row passes while the panels stay in L2.
+    const float* W = static_cast<const float*>(w.data);
+    const size_t pstride = (size_t)K * kF32Panel;
+    const int panels = (N + kF32Panel - 1) / kF32Panel, pairs = (panels + 1) / 2;
+#pragma omp parallel num_threads(threads_)
+    {
+      const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+      const int q0 = (int)((long)pairs * tid / nt), q1 = (int)((long)pairs * (tid + 1) / nt);
+      for (int q = q0; q < q1; ++q) {
+        const int p = 2 * q, np = std::min(2, panels - p), n0 = p * kF32Panel;
+        const int nvalid = std::min(N - n0, np * kF32Panel);
+        for (int m = 0; m < M; m += 6) {
+          const int mr = std::min(6, M - m);
+          float* o = out + (size_t)m * N + n0;
+          const float* xm = x + (size_t)m * K;
+          if (np == 2)
+            panel_f32_rows<2>(mr, o, N, xm, K, W + p * pstride, pstride, nvalid);
+          else
+            panel_f32_rows<1>(mr, o, N, xm, K, W + p * pstride, pstride, nvalid);
+        }
+      }
+    }
+    return;
+  }
   const bool quant = w.type != WType::F32;
   TANDEM_CHECK(!quant || (K % kQBlock == 0 && scratch != nullptr && w.scale != nullptr));
   const int nb = K / kQBlock;
@@ -218,21 +267,32 @@ void CpuBackend::wmatmul_forward(float* out, const float* x, const WMatrix& w, i
     const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
     const int n0 = std::min(N, (int)((long)tiles * tid / nt) * 4);
     const int n1 = std::min(N, (int)((long)tiles * (tid + 1) / nt) * 4);
+    // With many x rows, 4-bit W tiles are expanded to int8 once and then run through the int8
+    // tile: the same integer products and float operations as unpacking per tile, so the same
+    // bits, without unpacking again for every group of rows.
+    const bool expand = w.type == WType::Q4 && M > 4;
+    static thread_local std::vector<int8_t> wide;
+    if (expand && wide.size() < (size_t)4 * K) wide.resize((size_t)4 * K);
     for_tiles(M, n0, n1, [&](int m, int n, int mr, int nr) {
       float* o = out + (size_t)m * N + n;
+      if (expand && m == 0)
+        for (int r = 0; r < nr; ++r)
+          for (int b = 0; b < nb; ++b) {
+            const uint8_t* src = wq + (size_t)(n + r) * wrow + b * (kQBlock / 2);
+            int8_t* dst = wide.data() + (size_t)r * K + b * kQBlock;
+            for (int j = 0; j < kQBlock / 2; ++j) {
+              dst[j] = (int8_t)((src[j] & 0x0F) - 8);
+              dst[j + kQBlock / 2] = (int8_t)((src[j] >> 4) - 8);
+            }
+          }
       dispatch_tile(mr, nr, [&]<int MR, int NR>() {
-        switch (w.type) {
-          case WType::F32:
-            tile_f32<MR, NR>(o, N, x + (size_t)m * K, static_cast<const float*>(w.data) + (size_t)n * K, K);
-            break;
-          case WType::Q8:
-            tile_q<MR, NR, WType::Q8>(o, N, xq + (size_t)m * K, xd + (size_t)m * nb, wq + n * wrow,
-                                      w.scale + (size_t)n * nb, K);
-            break;
-          case WType::Q4:
-            tile_q<MR, NR, WType::Q4>(o, N, xq + (size_t)m * K, xd + (size_t)m * nb, wq + n * wrow,
-                                      w.scale + (size_t)n * nb, K);
-            break;
+        if (w.type == WType::Q8 || expand) {
+          const uint8_t* wt = expand ? reinterpret_cast<const uint8_t*>(wide.data()) : wq + n * wrow;
+          tile_q<MR, NR, WType::Q8>(o, N, xq + (size_t)m * K, xd + (size_t)m * nb, wt,
+                                    w.scale + (size_t)n * nb, K);
+        } else {
+          tile_q<MR, NR, WType::Q4>(o, N, xq + (size_t)m * K, xd + (size_t)m * nb, wq + n * wrow,
+                                    w.scale + (size_t)n * nb, K);
         }
       });
     });
