@@ -1,10 +1,6 @@
 // CheckpointWriter: one background thread, one job at a time.
 #include "tandem/train/ckpt_writer.h"
 
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -97,10 +93,6 @@ void CheckpointWriter::wait() {
 }
 
 void CheckpointWriter::loop() {
-  // The lowest CPU priority for this thread only (Linux applies nice per thread): serializing,
-  // hashing and writing yield to the training threads, so a save costs the steps around it
-  // as little as possible. It still finishes: the training threads wait at every step's end.
-  setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
