@@ -35,9 +35,12 @@ if [ ! -d tests/serve/node_modules/openai ]; then
   npm ci --prefix tests/serve --no-audit --no-fund --loglevel=error
 fi
 # llama.cpp as a peer for the GGUF export tests: node-llama-cpp with its prebuilt CPU binaries
-# only (its optional CUDA/Vulkan builds are left out; nothing is compiled).
+# only (its optional CUDA/Vulkan builds are left out; nothing is compiled). `npm install`, not
+# `npm ci`: npm leaves other platforms' optional packages out of the lock file, which `ci`
+# then rejects; the versions are pinned exactly in package.json.
 if [ ! -d tests/export/node_modules/@node-llama-cpp/linux-x64 ]; then
-  npm ci --prefix tests/export --no-audit --no-fund --loglevel=error --omit=optional --ignore-scripts
+  npm install --prefix tests/export --no-audit --no-fund --loglevel=error --omit=optional \
+    --ignore-scripts
 fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${TANDEM_CMAKE_ARGS:-}
