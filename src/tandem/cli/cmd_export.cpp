@@ -1,7 +1,6 @@
 // tandem export --checkpoint DIR --format gguf|hf --out PATH: a checkpoint for llama.cpp or
 // Hugging Face transformers.
 #include <cstdio>
-#include <filesystem>
 
 #include "tandem/cli/commands.h"
 #include "tandem/core/error.h"
@@ -30,13 +29,7 @@ void add_export(CLI::App& app, Action& action) {
         fail("[export] --quant applies to gguf only; the Hugging Face export is f32");
       ModelFiles mf = load_model_files(a->checkpoint);
       if (a->format == "gguf") {
-        std::string name = a->name;
-        if (name.empty()) {
-          auto p = std::filesystem::weakly_canonical(mf.dir);
-          if (p.filename().string().rfind("step-", 0) == 0) p = p.parent_path();
-          name = p.filename().string();
-        }
-        export_gguf(mf, wt, name, a->out);
+        export_gguf(mf, wt, a->name.empty() ? run_name(mf) : a->name, a->out);
       } else {
         export_hf(mf, a->out);
       }

@@ -3,7 +3,6 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <thread>
 
 #include "tandem/cli/commands.h"
@@ -14,15 +13,6 @@
 
 namespace tandem::cli {
 
-namespace {
-// The run's name: "runs/tiny" and "runs/tiny/step-00001500" both serve as "tiny".
-std::string default_model_name(const ModelFiles& mf) {
-  std::filesystem::path p = std::filesystem::weakly_canonical(mf.dir);
-  if (p.filename().string().rfind("step-", 0) == 0) p = p.parent_path();
-  std::string name = p.filename().string();
-  return name.empty() ? "tandem" : name;
-}
-}  // namespace
 
 void add_serve(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("serve", "serve a checkpoint over an OpenAI-compatible HTTP API");
@@ -68,7 +58,7 @@ void add_serve(CLI::App& app, Action& action) {
       if (eo.max_step_tokens < a->parallel) eo.max_step_tokens = a->parallel;
       BatchEngine engine(im, eo);
       serve::Limits lim;
-      lim.model_id = a->model_name.empty() ? default_model_name(mf) : a->model_name;
+      lim.model_id = a->model_name.empty() ? run_name(mf) : a->model_name;
       lim.vocab_size = mc.vocab_size;
       lim.max_tokens = a->max_tokens > 0 ? std::min(a->max_tokens, mc.context) : mc.context;
       lim.max_n = std::min(16, a->parallel + a->queue);

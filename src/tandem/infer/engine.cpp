@@ -41,6 +41,13 @@ ModelFiles load_model_files(const std::string& path) {
   return mf;
 }
 
+std::string run_name(const ModelFiles& mf) {
+  std::filesystem::path p = std::filesystem::weakly_canonical(mf.dir);
+  if (p.filename().string().rfind("step-", 0) == 0) p = p.parent_path();
+  const std::string name = p.filename().string();
+  return name.empty() ? "tandem" : name;
+}
+
 InferModel::InferModel(const ModelConfig& cfg, const float* P, Backend& be, WType type)
     : cfg_(cfg), be_(be), type_(type) {
   const ParamLayout L(cfg);

@@ -27,6 +27,8 @@ struct ModelFiles {
   std::string dir;  // the checkpoint directory actually read
 };
 ModelFiles load_model_files(const std::string& path);
+// The run's name: "runs/tiny" and "runs/tiny/step-00001500" both give "tiny".
+std::string run_name(const ModelFiles& mf);
 
 // The weights on a backend in inference form. Norms and the embedding table stay fp32; the
 // matmul weights (and the output projection) take the requested type.

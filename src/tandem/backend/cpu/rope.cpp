@@ -8,6 +8,23 @@
 #include "tandem/core/error.h"
 
 namespace tandem {
+namespace {
+
+// Rotates the q and k heads (contiguous) of one qkv row by the angles whose cos/sin are given.
+inline void rotate_row(float* row, int heads, int D, const float* cs, const float* sn) {
+  const int half = D / 2;
+  for (int h = 0; h < heads; ++h) {
+    float* x = row + h * D;
+#pragma omp simd
+    for (int i = 0; i < half; ++i) {
+      float x1 = x[i], x2 = x[i + half];
+      x[i] = x1 * cs[i] - x2 * sn[i];
+      x[i + half] = x2 * cs[i] + x1 * sn[i];
+    }
+  }
+}
+
+}  // namespace
 
 void CpuBackend::rope(float* qkv, const AttnShape& s, int pos0, float theta, bool inverse) {
   const int half = s.D / 2, stride = s.qkv_stride(), heads = s.H + s.Hkv;
@@ -29,17 +46,7 @@ void CpuBackend::rope(float* qkv, const AttnShape& s, int pos0, float theta, boo
 #pragma omp for schedule(static)
     for (int n = 0; n < N; ++n) {
       const float* cs = tab + (size_t)(n % s.T) * 2 * half;
-      const float* sn = cs + half;
-      float* row = qkv + (size_t)n * stride;
-      for (int h = 0; h < heads; ++h) {  // q heads then k heads, contiguous
-        float* x = row + h * s.D;
-#pragma omp simd
-        for (int i = 0; i < half; ++i) {
-          float x1 = x[i], x2 = x[i + half];
-          x[i] = x1 * cs[i] - x2 * sn[i];
-          x[i + half] = x2 * cs[i] + x1 * sn[i];
-        }
-      }
+      rotate_row(qkv + (size_t)n * stride, heads, s.D, cs, cs + half);
     }
   }
 }
@@ -62,16 +69,7 @@ void CpuBackend::rope_batch(float* qkv, const AttnShape& s, const KvBatch& b, fl
       cs[i] = (float)std::cos(a);
       sn[i] = (float)std::sin(a);
     }
-    float* row = qkv + (size_t)r * stride;
-    for (int h = 0; h < heads; ++h) {
-      float* x = row + h * s.D;
-#pragma omp simd
-      for (int i = 0; i < half; ++i) {
-        float x1 = x[i], x2 = x[i + half];
-        x[i] = x1 * cs[i] - x2 * sn[i];
-        x[i + half] = x2 * cs[i] + x1 * sn[i];
-      }
-    }
+    rotate_row(qkv + (size_t)r * stride, heads, s.D, cs, sn);
   }
 }
 
