@@ -75,7 +75,11 @@ test('streaming deltas add up to the non-streaming text, with usage at the end',
     if (c.usage) usage = c.usage;
     for (const ch of c.choices) { text += ch.text; if (ch.finish_reason) finish = ch.finish_reason; }
   }
-  assert.ok(chunks > 3);
+  // Tokens produced while the handler was still writing are merged into one delta, so a
+  // loaded machine may send the whole text at once: at least a content chunk, the finish
+  // chunk and the usage chunk, and never more chunks than tokens plus those two.
+  assert.ok(chunks >= 3, `chunks ${chunks}`);
+  assert.ok(chunks <= whole.usage.completion_tokens + 2, `chunks ${chunks}`);
   assert.equal(text, whole.choices[0].text);
   assert.equal(finish, whole.choices[0].finish_reason);
   assert.deepEqual(usage, whole.usage);
