@@ -2,6 +2,7 @@
 uninterrupted run, and every injected fault kind is detected, logged and recovered from.
 Run: /usr/bin/python3 tests/resilience/test_resilience.py [-k NAME] (TANDEM_BIN picks the binary).
 """
+import hashlib
 import json
 import os
 import shutil
@@ -73,6 +74,28 @@ class RandomKills(unittest.TestCase):
         self.assertEqual(st["steps_done"], 200)
         self.assertGreaterEqual(st["restarts"], chaos.kills["worker"] + chaos.kills["ckpt"])
         self.assertTrue(0 < st["goodput"] <= 1)
+
+
+class Fingerprints(unittest.TestCase):
+    def test_fingerprints_are_the_checkpoint_files_sha256(self):
+        """The SDC fingerprint of the live state (every 20 steps) and the one a checkpoint
+        records both equal hashlib's SHA-256 of the checkpoint's files at that step."""
+        cfg = fault_config("faults")
+        reference(cfg, "faults", 60)
+        d = REF["faults"][0]
+        ev = h.events(d)
+        live = {e["step"]: e for e in ev if e["event"] == "fingerprint"}
+        saved = {e["step"]: e["fingerprint"] for e in ev if e["event"] == "checkpoint_saved"}
+        self.assertEqual(sorted(live), [20, 40, 60])
+        for step in (20, 40, 60):
+            ck = os.path.join(d, "step-%08d" % step)
+            with open(os.path.join(ck, "model.safetensors"), "rb") as f:
+                params = hashlib.sha256(f.read()).hexdigest()
+            with open(os.path.join(ck, "optimizer.safetensors"), "rb") as f:
+                optimizer = hashlib.sha256(f.read()).hexdigest()
+            self.assertEqual((live[step]["params"], live[step]["optimizer"]), (params, optimizer))
+            self.assertEqual(saved[step], {"params": params, "optimizer": optimizer})
+        self.assertNotEqual(live[20]["params"], live[40]["params"])
 
 
 class Faults(unittest.TestCase):

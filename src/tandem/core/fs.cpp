@@ -68,6 +68,12 @@ void inject_write_fault(const std::string& path_prefix, int err) {
 }
 
 void atomic_write_file(const std::string& path, std::string_view data) {
+  atomic_write_parts(path, {data});
+}
+
+void atomic_write_parts(const std::string& path, const std::vector<std::string_view>& parts,
+                        const std::function<void(std::string_view)>& on_chunk) {
+  constexpr size_t kChunk = size_t(4) << 20;
   std::string tmp = path + ".tmp";
   const int injected = take_write_fault(path);
   if (injected != 0 && injected != ENOSPC) errno = injected;
@@ -75,21 +81,31 @@ void atomic_write_file(const std::string& path, std::string_view data) {
                ? -1
                : ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) fail("cannot create '" + tmp + "': " + std::strerror(errno));
-  size_t off = 0;
-  while (off < data.size()) {
-    const size_t half = data.size() / 2;
-    ssize_t n = injected == ENOSPC && off >= half
-                    ? (errno = ENOSPC, -1)
-                    : ::write(fd, data.data() + off,
-                              (injected == ENOSPC ? std::max(half, (size_t)1) : data.size()) - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("write failed on '" + tmp + "': " + std::strerror(err));
+  size_t total = 0;
+  for (auto p : parts) total += p.size();
+  // An injected ENOSPC lets the first half of the file through, then fails as a full disk does.
+  const size_t limit = injected == ENOSPC ? total / 2 : total;
+  size_t written = 0;
+  for (auto part : parts) {
+    for (size_t pos = 0; pos < part.size();) {
+      const std::string_view chunk = part.substr(pos, kChunk);
+      if (on_chunk) on_chunk(chunk);
+      size_t off = 0;
+      while (off < chunk.size()) {
+        const size_t want = std::min(chunk.size() - off, limit - std::min(limit, written));
+        ssize_t n = want == 0 ? (errno = ENOSPC, -1) : ::write(fd, chunk.data() + off, want);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          int err = errno;
+          ::close(fd);
+          ::unlink(tmp.c_str());
+          fail("write failed on '" + tmp + "': " + std::strerror(err));
+        }
+        off += static_cast<size_t>(n);
+        written += static_cast<size_t>(n);
+      }
+      pos += chunk.size();
     }
-    off += static_cast<size_t>(n);
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     int err = errno;

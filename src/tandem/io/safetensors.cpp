@@ -40,11 +40,12 @@ StTensor st_f32(const std::string& name, std::vector<int64_t> shape, const float
   return t;
 }
 
-std::string safetensors_serialize(const StFile& f) {
+std::string safetensors_header(const std::vector<StView>& tensors,
+                               const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json h = nlohmann::ordered_json::object();
-  if (!f.metadata.empty()) h["__metadata__"] = f.metadata;
+  if (!metadata.empty()) h["__metadata__"] = metadata;
   size_t off = 0;
-  for (const auto& t : f.tensors) {
+  for (const auto& t : tensors) {
     h[t.name] = {
         {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {off, off + t.data.size()}}};
     off += t.data.size();
@@ -54,8 +55,18 @@ std::string safetensors_serialize(const StFile& f) {
   std::string out(8, '\0');
   uint64_t n = header.size();
   std::memcpy(out.data(), &n, 8);
-  out += header;
-  out.reserve(out.size() + off);
+  return out + header;
+}
+
+std::string safetensors_serialize(const StFile& f) {
+  std::vector<StView> views;
+  size_t bytes = 0;
+  for (const auto& t : f.tensors) {
+    views.push_back({t.name, t.dtype, t.shape, t.data});
+    bytes += t.data.size();
+  }
+  std::string out = safetensors_header(views, f.metadata);
+  out.reserve(out.size() + bytes);
   for (const auto& t : f.tensors) out += t.data;
   return out;
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tandem {
@@ -23,6 +24,17 @@ struct StFile {
   const StTensor& get(const std::string& name) const;  // throws Error naming the tensor
 };
 
+// A tensor's description and bytes held elsewhere, for writing without a copy.
+struct StView {
+  std::string name;
+  std::string dtype;
+  std::vector<int64_t> shape;
+  std::string_view data;
+};
+// The file's leading bytes (8-byte length, JSON header padded to 8 bytes) for tensors whose
+// data follow in the given order.
+std::string safetensors_header(const std::vector<StView>& tensors,
+                               const std::map<std::string, std::string>& metadata);
 // Serializes to bytes (tensors in the given order; header padded to 8 bytes).
 std::string safetensors_serialize(const StFile& f);
 // Parses bytes; `what` names the source in error messages.

@@ -18,6 +18,37 @@ namespace fs = std::filesystem;
 
 namespace tandem {
 
+namespace {
+void add_views(StateFile& f, const ParamLayout& layout, const float* base,
+               const std::string& prefix) {
+  for (const auto& t : layout.tensors)
+    f.tensors.push_back({prefix + t.name, "F32", t.shape,
+                         std::string_view(reinterpret_cast<const char*>(base + t.offset),
+                                          t.numel * sizeof(float))});
+}
+}  // namespace
+
+std::vector<std::string_view> StateFile::parts() const {
+  std::vector<std::string_view> out{header};
+  for (const auto& t : tensors) out.push_back(t.data);
+  return out;
+}
+
+StateFile model_file(const ParamLayout& layout, const float* params) {
+  StateFile f;
+  add_views(f, layout, params, "");
+  f.header = safetensors_header(f.tensors, {{"format", "pt"}});
+  return f;
+}
+
+StateFile optimizer_file(const ParamLayout& layout, const float* m, const float* v) {
+  StateFile f;
+  add_views(f, layout, m, "exp_avg.");
+  add_views(f, layout, v, "exp_avg_sq.");
+  f.header = safetensors_header(f.tensors, {});
+  return f;
+}
+
 std::string checkpoint_name(int64_t step) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "step-%08lld", (long long)step);
@@ -25,13 +56,6 @@ std::string checkpoint_name(int64_t step) {
 }
 
 namespace {
-
-StFile tensors_of(const ParamLayout& layout, const float* base, const std::string& prefix) {
-  StFile f;
-  for (const auto& t : layout.tensors)
-    f.tensors.push_back(st_f32(prefix + t.name, t.shape, base + t.offset));
-  return f;
-}
 
 void fill_from(const StFile& f, const ParamLayout& layout, const std::string& prefix,
                std::vector<float>& out, const std::string& what) {
@@ -63,22 +87,25 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointState& s
   remove_all(tmp);
   make_dirs(tmp);
   nlohmann::ordered_json files = nlohmann::ordered_json::object();
-  auto put = [&](const std::string& name, const std::string& bytes) {
-    atomic_write_file(tmp + "/" + name, bytes);
-    files[name] = sha256_hex(bytes.data(), bytes.size());
+  auto put = [&](const std::string& name, const std::vector<std::string_view>& parts) {
+    Sha256 h;
+    atomic_write_parts(tmp + "/" + name, parts,
+                       [&](std::string_view c) { h.update(c.data(), c.size()); });
+    files[name] = h.hex();
     if (after_file) after_file(name);
   };
   try {
-    StFile model = tensors_of(layout, params, "");
-    model.metadata["format"] = "pt";
-    put("model.safetensors", safetensors_serialize(model));
+    put("model.safetensors", model_file(layout, params).parts());
+    nlohmann::json extra = state.extra;
     if (m && v) {
-      StFile opt = tensors_of(layout, m, "exp_avg.");
-      StFile vv = tensors_of(layout, v, "exp_avg_sq.");
-      for (auto& t : vv.tensors) opt.tensors.push_back(std::move(t));
-      put("optimizer.safetensors", safetensors_serialize(opt));
+      put("optimizer.safetensors", optimizer_file(layout, m, v).parts());
+      extra["fingerprint"] = {{"params", files["model.safetensors"]},
+                              {"optimizer", files["optimizer.safetensors"]}};
     }
-    if (!tokenizer_path.empty()) put("tokenizer.model", read_file(tokenizer_path));
+    if (!tokenizer_path.empty()) {
+      const std::string tok = read_file(tokenizer_path);
+      put("tokenizer.model", {tok});
+    }
     nlohmann::ordered_json man;
     man["format_version"] = kCheckpointFormat;
     man["step"] = state.step;
@@ -86,7 +113,7 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointState& s
     man["tokenizer_sha256"] = state.tokenizer_sha256;
     man["rng"] = {{"seed", state.seed}, {"kind", "counter"}};
     man["data"] = {{"samples_consumed", state.samples_consumed}};
-    man["extra"] = state.extra;
+    man["extra"] = extra;
     man["files"] = files;
     atomic_write_file(tmp + "/manifest.json", man.dump(2) + "\n");
     fsync_path(tmp);
@@ -104,7 +131,7 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointState& s
   return final_dir;
 }
 
-nlohmann::json read_manifest(const std::string& dir) {
+nlohmann::json read_manifest(const std::string& dir, bool verify_files) {
   const std::string path = dir + "/manifest.json";
   if (!path_exists(path))
     fail("[checkpoint] " + dir + ": no manifest.json (incomplete checkpoint)");
@@ -141,7 +168,7 @@ nlohmann::json read_manifest(const std::string& dir) {
       fail("[checkpoint] " + path + ": malformed entry '" + it.key() + "' in 'files'");
     std::string f = dir + "/" + it.key();
     if (!path_exists(f)) fail("[checkpoint] " + f + ": file listed in the manifest is missing");
-    if (sha256_file(f) != it.value().get<std::string>())
+    if (verify_files && sha256_file(f) != it.value().get<std::string>())
       fail("[checkpoint] " + f + ": checksum mismatch (corrupt or truncated)");
   }
   return man;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tandem/io/safetensors.h"
 #include "tandem/model/params.h"
 
 namespace tandem {
@@ -36,8 +37,21 @@ struct CheckpointData {
 
 std::string checkpoint_name(int64_t step);
 
+// A checkpoint's model.safetensors (base = parameters, no prefix) or optimizer.safetensors
+// (exp_avg. then exp_avg_sq. tensors) as its header bytes plus views of the host buffers, in
+// file order: written and hashed without a copy.
+struct StateFile {
+  std::string header;
+  std::vector<StView> tensors;
+  std::vector<std::string_view> parts() const;
+};
+StateFile model_file(const ParamLayout& layout, const float* params);
+StateFile optimizer_file(const ParamLayout& layout, const float* m, const float* v);
+
 // Writes run_dir/step-XXXXXXXX atomically and returns its path. m and v may be null (weights
-// only). tokenizer_path, if non-empty, is copied in. after_file, if set, runs after each file
+// only). tokenizer_path, if non-empty, is copied in. With m and v, the manifest's
+// extra.fingerprint holds the SHA-256 of both state files (the same values `fingerprint`
+// gives for the in-memory state). after_file, if set, runs after each file
 // lands in the temporary directory (fault injection kills the process there).
 std::string save_checkpoint(const std::string& run_dir, const CheckpointState& state,
                             const ParamLayout& layout, const float* params, const float* m,
@@ -47,8 +61,9 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointState& s
 // Reads and fully verifies a checkpoint directory; throws Error naming the file that failed.
 CheckpointData load_checkpoint(const std::string& dir, const ParamLayout& layout,
                                bool with_optimizer);
-// Reads only the manifest (verified against the files' checksums).
-nlohmann::json read_manifest(const std::string& dir);
+// Reads only the manifest, checked against the files' checksums (or, with verify_files false,
+// only that every listed file exists).
+nlohmann::json read_manifest(const std::string& dir, bool verify_files = true);
 
 // Newest checkpoint in run_dir whose manifest and checksums verify. Each rejected candidate
 // is reported in *rejected as the reason (which names the file) and in *rejected_dirs as its

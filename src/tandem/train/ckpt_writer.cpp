@@ -15,35 +15,40 @@
 
 namespace tandem {
 
-StateFingerprint fingerprint(const float* p, const float* m, const float* v, size_t n) {
-  StateFingerprint f;
-  f.params = sha256_hex(p, n * sizeof(float));
+namespace {
+std::string hash_parts(const std::vector<std::string_view>& parts) {
   Sha256 h;
-  h.update(m, n * sizeof(float));
-  h.update(v, n * sizeof(float));
-  f.optimizer = h.hex();
-  return f;
+  for (auto p : parts) h.update(p.data(), p.size());
+  return h.hex();
 }
 
-StateFingerprint fingerprint(Backend& be, const float* p, const float* m, const float* v,
-                             size_t n) {
-  constexpr size_t kChunk = 1 << 18;
-  std::vector<float> buf(std::min(n, kChunk));
-  auto feed = [&](Sha256& h, const float* src) {
-    for (size_t off = 0; off < n; off += kChunk) {
-      size_t c = std::min(kChunk, n - off);
-      be.to_host(buf.data(), src + off, c * sizeof(float));
-      h.update(buf.data(), c * sizeof(float));
+// Hashes a state file whose tensor views point into device memory: the header as is, the data
+// through a host bounce buffer.
+std::string hash_device_file(Backend& be, const StateFile& f) {
+  constexpr size_t kChunk = size_t(1) << 20;
+  std::vector<char> buf(kChunk);
+  Sha256 h;
+  h.update(f.header.data(), f.header.size());
+  for (const auto& t : f.tensors)
+    for (size_t off = 0; off < t.data.size(); off += kChunk) {
+      const size_t c = std::min(kChunk, t.data.size() - off);
+      be.to_host(buf.data(), t.data.data() + off, c);
+      h.update(buf.data(), c);
     }
-  };
-  StateFingerprint f;
-  Sha256 hp, ho;
-  feed(hp, p);
-  feed(ho, m);
-  feed(ho, v);
-  f.params = hp.hex();
-  f.optimizer = ho.hex();
-  return f;
+  return h.hex();
+}
+}  // namespace
+
+StateFingerprint fingerprint(const ParamLayout& layout, const float* p, const float* m,
+                             const float* v) {
+  return {hash_parts(model_file(layout, p).parts()),
+          hash_parts(optimizer_file(layout, m, v).parts())};
+}
+
+StateFingerprint fingerprint(Backend& be, const ParamLayout& layout, const float* p,
+                             const float* m, const float* v) {
+  return {hash_device_file(be, model_file(layout, p)),
+          hash_device_file(be, optimizer_file(layout, m, v))};
 }
 
 CheckpointWriter::CheckpointWriter(std::string run_dir, const ParamLayout& layout,
@@ -111,10 +116,9 @@ void CheckpointWriter::loop() {
 void CheckpointWriter::write_one() {
   auto t0 = std::chrono::steady_clock::now();
   const int64_t step = state_.step;
-  CheckpointState st = state_;
-  const StateFingerprint fp = fingerprint(p_.data(), m_.data(), v_.data(), layout_.total);
-  st.extra["fingerprint"] = {{"params", fp.params}, {"optimizer", fp.optimizer}};
+  const CheckpointState& st = state_;
   std::string dir, error;
+  nlohmann::json fp;
   try {
     if (faults_.fire(FaultKind::kEnospc, step))
       inject_write_fault(run_dir_ + "/" + checkpoint_name(step), ENOSPC);
@@ -128,9 +132,11 @@ void CheckpointWriter::write_one() {
     dir = save_checkpoint(run_dir_, st, layout_, p_.data(), m_.data(), v_.data(),
                           tokenizer_path_, after_file);
     inject_write_fault("", 0);  // disarm a fault no write consumed
-    // Read back what landed: a checkpoint that does not verify now is set aside at once.
+    // Read back what landed: a checkpoint whose manifest does not parse or lists a missing
+    // file is set aside at once. (The files were hashed as they were written; resume checks
+    // those hashes against the disk.)
     try {
-      read_manifest(dir);
+      fp = read_manifest(dir, false)["extra"]["fingerprint"];
     } catch (const Error& e) {
       events_.emit("checkpoint_rejected", {{"dir", dir}, {"reason", e.what()}});
       set_aside(dir);
@@ -157,7 +163,7 @@ void CheckpointWriter::write_one() {
     events_.emit("checkpoint_saved", {{"step", step},
                                       {"dir", dir},
                                       {"write_s", secs},
-                                      {"fingerprint", st.extra["fingerprint"]}});
+                                      {"fingerprint", fp}});
   } else {
     events_.emit("checkpoint_failed", {{"step", step}, {"error", error}});
     std::fprintf(stderr, "\n[checkpoint] step %lld not saved: %s (earlier checkpoints kept)\n",

@@ -20,13 +20,16 @@ class Backend;
 class EventLog;
 class FaultPlan;
 
+// SHA-256 of the checkpoint's model.safetensors and optimizer.safetensors as they would be
+// written for this state: `sha256sum` of a checkpoint's files gives the same values.
 struct StateFingerprint {
-  std::string params, optimizer;  // SHA-256 of the parameter bytes and of m then v
+  std::string params, optimizer;
 };
-StateFingerprint fingerprint(const float* p, const float* m, const float* v, size_t n);
+StateFingerprint fingerprint(const ParamLayout& layout, const float* p, const float* m,
+                             const float* v);
 // Same, reading device buffers through the backend in chunks.
-StateFingerprint fingerprint(Backend& be, const float* p, const float* m, const float* v,
-                             size_t n);
+StateFingerprint fingerprint(Backend& be, const ParamLayout& layout, const float* p,
+                             const float* m, const float* v);
 
 class CheckpointWriter {
  public:

@@ -478,7 +478,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     if (n % cc.snapshot_every == 0 || n == end_step)
       snap.save(*be, model.params(), opt.m(), opt.v(), meta_json().dump());
     if (gc.fingerprint_every > 0 && n % gc.fingerprint_every == 0) {
-      StateFingerprint fp = fingerprint(*be, model.params(), opt.m(), opt.v(), P);
+      StateFingerprint fp = fingerprint(*be, model.layout(), model.params(), opt.m(), opt.v());
       events.emit("fingerprint",
                   {{"step", n}, {"params", fp.params}, {"optimizer", fp.optimizer}});
     }
