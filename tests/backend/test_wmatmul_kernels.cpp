@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "kernel_test_util.h"
+#include "tandem/backend/cpu/cpu_backend.h"
 #include "tandem/core/error.h"
 #include "tandem/infer/quant.h"
 
@@ -62,8 +63,9 @@ struct Weights {
       data = std::make_unique<DeviceBuf<uint8_t>>(bytes);
     } else {
       q = quantize_matrix(host.data(), N, K, t);
-      data = std::make_unique<DeviceBuf<uint8_t>>(q.data);
-      scale = std::make_unique<DeviceBuf<float>>(q.scale);
+      const PackedQuant p = pack_quant(q);
+      data = std::make_unique<DeviceBuf<uint8_t>>(p.data);
+      scale = std::make_unique<DeviceBuf<float>>(p.scale);
       w.scale = scale->get();
     }
     w.data = data->get();
@@ -149,11 +151,11 @@ TEST(WMatmulThreads, SameBitsWithOneOrTwoThreads) {
   auto x = uniform((size_t)M * K, 7), w = uniform((size_t)N * K, 8);
   auto one = make_backend("cpu", 1), two = make_backend("cpu", 2);
   for (WType t : {WType::F32, WType::Q8, WType::Q4}) {
-    QuantMatrix q;
+    PackedQuant q;
     const std::vector<float> packed = pack_f32(w.data(), N, K);
     WMatrix wm{t, N, K, packed.data(), nullptr};
     if (t != WType::F32) {
-      q = quantize_matrix(w.data(), N, K, t);
+      q = pack_quant(quantize_matrix(w.data(), N, K, t));
       wm.data = q.data.data();
       wm.scale = q.scale.data();
     }
@@ -163,6 +165,35 @@ TEST(WMatmulThreads, SameBitsWithOneOrTwoThreads) {
     two->wmatmul_forward(b.data(), x.data(), wm, M, scratch.data());
     EXPECT_TRUE(bits_equal(a, b)) << quant_name(t);
   }
+}
+
+// The portable, AVX2 and AVX-512 VNNI variants of the quantized kernel compute one definition
+// of the arithmetic: every variant this CPU runs gives the portable variant's bits, on shapes
+// with odd block counts (padding), every tile remainder, and 1 or 2 threads.
+TEST(WMatmulVariants, EverySupportedVariantGivesThePortableBits) {
+  const WCase cases[] = {{1, 1, 32}, {3, 5, 96}, {5, 9, 288}, {6, 70, 256}, {17, 33, 128}};
+  int checked = 0;
+  for (const WCase& c : cases) {
+    auto x = uniform((size_t)c.M * c.K, 11), w = uniform((size_t)c.N * c.K, 12);
+    for (WType t : {WType::Q8, WType::Q4}) {
+      const PackedQuant q = pack_quant(quantize_matrix(w.data(), c.N, c.K, t));
+      const WMatrix wm{t, c.N, c.K, q.data.data(), q.scale.data()};
+      std::vector<uint8_t> scratch(wmatmul_scratch_bytes(c.M, c.K));
+      std::vector<float> want((size_t)c.M * c.N);
+      wmatmul_quant(QVariant::kPortable, want.data(), x.data(), wm, c.M, scratch.data(), 1);
+      for (QVariant v : {QVariant::kAvx2, QVariant::kAvx512Vnni}) {
+        if (!qvariant_supported(v)) continue;
+        for (int threads : {1, 2}) {
+          std::vector<float> got((size_t)c.M * c.N, -1.f);
+          wmatmul_quant(v, got.data(), x.data(), wm, c.M, scratch.data(), threads);
+          EXPECT_TRUE(bits_equal(got, want)) << qvariant_name(v) << " " << quant_name(t)
+                                             << " M" << c.M << " N" << c.N << " K" << c.K;
+          ++checked;
+        }
+      }
+    }
+  }
+  if (checked == 0) GTEST_SKIP() << "this CPU has no SIMD variant to compare with";
 }
 
 }  // namespace

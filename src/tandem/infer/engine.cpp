@@ -93,7 +93,7 @@ WMatrix InferModel::upload(const float* host, int N, int K) {
     const std::vector<float> packed = pack_f32(host, N, K);
     w.data = put(packed.data(), packed.size() * sizeof(float));
   } else {
-    QuantMatrix q = quantize_matrix(host, N, K, type_);
+    const PackedQuant q = pack_quant(quantize_matrix(host, N, K, type_));
     w.data = put(q.data.data(), q.data.size());
     w.scale = static_cast<const float*>(put(q.scale.data(), q.scale.size() * sizeof(float)));
   }

@@ -74,6 +74,30 @@ std::vector<float> dequantize_matrix(const QuantMatrix& q) {
   return w;
 }
 
+PackedQuant pack_quant(const QuantMatrix& q) {
+  const int nb = q.K / kQBlock, Kp = wmatmul_kpad(q.K), nbp = Kp / kQBlock;
+  PackedQuant p;
+  p.scale.assign((size_t)q.N * nbp, 0.f);
+  p.data.assign(q.type == WType::Q8 ? (size_t)q.N * Kp : (size_t)q.N * Kp / 2,
+                q.type == WType::Q8 ? 128 : 0x88);
+  for (int n = 0; n < q.N; ++n)
+    for (int b = 0; b < nb; ++b) {
+      p.scale[(size_t)n * nbp + b] = q.scale[(size_t)n * nb + b];
+      for (int j = 0; j < kQBlock; ++j) {
+        if (q.type == WType::Q8) {
+          const int8_t v = static_cast<int8_t>(q.data[(size_t)n * q.K + b * kQBlock + j]);
+          p.data[(size_t)n * Kp + b * kQBlock + j] = (uint8_t)(v + 128);
+        } else {
+          const uint8_t byte = q.data[(size_t)n * (q.K / 2) + b * (kQBlock / 2) + (j & 15)];
+          const uint8_t u = j < 16 ? (byte & 0x0F) : (byte >> 4);  // q + 8
+          uint8_t& dst = p.data[(size_t)n * (Kp / 2) + (b / 2) * kQBlock + j];
+          dst = b % 2 == 0 ? (uint8_t)((dst & 0xF0) | u) : (uint8_t)((dst & 0x0F) | (u << 4));
+        }
+      }
+    }
+  return p;
+}
+
 std::vector<float> pack_f32(const float* w, int N, int K) {
   const int panels = (N + kF32Panel - 1) / kF32Panel;
   std::vector<float> out((size_t)panels * K * kF32Panel, 0.f);

@@ -23,6 +23,14 @@ QuantMatrix quantize_matrix(const float* w, int N, int K, WType type);
 // w[n][k] = scale * q, for tests and for exporting.
 std::vector<float> dequantize_matrix(const QuantMatrix& q);
 
+// A quantized matrix in the kernel layout of backend.h (rows padded to whole pairs of blocks,
+// values stored unsigned): what WMatrix::data and ::scale point to.
+struct PackedQuant {
+  std::vector<uint8_t> data;
+  std::vector<float> scale;
+};
+PackedQuant pack_quant(const QuantMatrix& q);
+
 // Row-major (N, K) fp32 weights in the panel layout WType::F32 uses (backend.h).
 std::vector<float> pack_f32(const float* w, int N, int K);
 

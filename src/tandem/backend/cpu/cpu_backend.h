@@ -8,6 +8,18 @@
 
 namespace tandem {
 
+// The quantized (Q8/Q4) wmatmul in each instruction-set variant. All variants give the same
+// bits: they share one definition of the arithmetic (16 float lanes per pair of blocks, each
+// lane the exact integer dot product of 4 values, scaled and accumulated with one FMA, summed
+// in a fixed order at the end). CpuBackend runs the best variant the CPU supports; tests run
+// every supported one against the others.
+enum class QVariant { kPortable, kAvx2, kAvx512Vnni };
+bool qvariant_supported(QVariant v);
+QVariant qvariant_best();
+const char* qvariant_name(QVariant v);
+void wmatmul_quant(QVariant v, float* out, const float* x, const WMatrix& w, int M,
+                   void* scratch, int threads);
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads);
