@@ -40,30 +40,29 @@ struct KvBatch {
 };
 
 // Weights stored for inference. Q8 and Q4 quantize each row in blocks of kQBlock values along
-// K with one scale per block (w = scale * q; the values of GGUF q8_0 / q4_0). In memory a row
-// is padded to Kp = wmatmul_kpad(K) (whole pairs of blocks, padding q = 0, scale 0) and stored
-// unsigned, so an integer dot product against signed activations needs no sign fix-ups:
-//   Q8: (N, Kp) bytes, q + 128;
-//   Q4: (N, Kp / 2) bytes; for each pair of blocks (2b, 2b + 1), 32 bytes whose byte j holds
-//       q + 8 of value j of block 2b in its low nibble and of block 2b + 1 in its high nibble;
-//   scale: (N, Kp / kQBlock) floats.
+// K with one scale per block (w = scale * q; the values of GGUF q8_0 / q4_0). In memory the
+// rows are grouped in panels of kQPanel (the last one padded with q = 0, scale 0) and stored
+// unsigned, interleaved so that one 64-byte load gives 4 consecutive k of all 16 rows:
+//   Q8: per panel K * 16 bytes; (row r, k) at (k / 4) * 64 + r * 4 + k % 4, holding q + 128.
+//   Q4: per panel K * 8 bytes; block b is 4 chunks of 64 bytes; chunk c's byte r * 4 + i holds
+//       q + 8 of (r, k = 32b + 8c + i) in its low nibble and of (r, k + 4) in its high one.
+//   scale: per panel (K / kQBlock) * 16 floats, (r, block b) at b * 16 + r.
 // F32 is packed for the matmul kernel: panels of kF32Panel rows, k-major inside a panel
 // (value (n, k) at panel n / 16, offset k * 16 + n % 16; the last panel padded with zeros).
 enum class WType : uint8_t { F32 = 0, Q8 = 1, Q4 = 2 };
 inline constexpr int kQBlock = 32;
+inline constexpr int kQPanel = 16;
 inline constexpr int kF32Panel = 16;
-inline int wmatmul_kpad(int K) { return (K + 2 * kQBlock - 1) / (2 * kQBlock) * (2 * kQBlock); }
 struct WMatrix {
   WType type = WType::F32;
   int N = 0, K = 0;              // rows (outputs) and columns (inputs); K % kQBlock == 0 if quantized
   const void* data = nullptr;    // F32: (ceil(N/16), K, 16) floats; Q8/Q4: see above
-  const float* scale = nullptr;  // Q8/Q4: (N, Kp / kQBlock)
+  const float* scale = nullptr;  // Q8/Q4: (ceil(N/16), K / kQBlock, 16)
 };
-// Scratch that wmatmul_forward needs for M rows of K inputs: the activations quantized to int8
-// (Kp bytes a row) with, for every 4 of them, their block's scale and an offset correction.
+// Scratch that wmatmul_forward needs for M rows of K inputs: the activations quantized to int8,
+// and per block their scale and an offset correction.
 inline size_t wmatmul_scratch_bytes(int M, int K) {
-  const size_t kp = (size_t)wmatmul_kpad(K);
-  return (size_t)M * kp * 3 + 3 * 64;
+  return (size_t)M * K + 2 * (size_t)M * (K / kQBlock) * 4 + 3 * 64;
 }
 
 class Backend {

@@ -75,26 +75,31 @@ std::vector<float> dequantize_matrix(const QuantMatrix& q) {
 }
 
 PackedQuant pack_quant(const QuantMatrix& q) {
-  const int nb = q.K / kQBlock, Kp = wmatmul_kpad(q.K), nbp = Kp / kQBlock;
+  const int nb = q.K / kQBlock, panels = (q.N + kQPanel - 1) / kQPanel;
+  const size_t pbytes = q.type == WType::Q8 ? (size_t)q.K * kQPanel : (size_t)q.K * kQPanel / 2;
   PackedQuant p;
-  p.scale.assign((size_t)q.N * nbp, 0.f);
-  p.data.assign(q.type == WType::Q8 ? (size_t)q.N * Kp : (size_t)q.N * Kp / 2,
-                q.type == WType::Q8 ? 128 : 0x88);
-  for (int n = 0; n < q.N; ++n)
+  p.scale.assign((size_t)panels * nb * kQPanel, 0.f);
+  p.data.assign(panels * pbytes, q.type == WType::Q8 ? 128 : 0x88);
+  for (int n = 0; n < q.N; ++n) {
+    const int pn = n / kQPanel, r = n % kQPanel;
+    uint8_t* panel = p.data.data() + pn * pbytes;
     for (int b = 0; b < nb; ++b) {
-      p.scale[(size_t)n * nbp + b] = q.scale[(size_t)n * nb + b];
+      p.scale[((size_t)pn * nb + b) * kQPanel + r] = q.scale[(size_t)n * nb + b];
       for (int j = 0; j < kQBlock; ++j) {
+        const int k = b * kQBlock + j;
         if (q.type == WType::Q8) {
-          const int8_t v = static_cast<int8_t>(q.data[(size_t)n * q.K + b * kQBlock + j]);
-          p.data[(size_t)n * Kp + b * kQBlock + j] = (uint8_t)(v + 128);
+          const int8_t v = static_cast<int8_t>(q.data[(size_t)n * q.K + k]);
+          panel[(size_t)(k / 4) * 64 + r * 4 + k % 4] = (uint8_t)(v + 128);
         } else {
           const uint8_t byte = q.data[(size_t)n * (q.K / 2) + b * (kQBlock / 2) + (j & 15)];
           const uint8_t u = j < 16 ? (byte & 0x0F) : (byte >> 4);  // q + 8
-          uint8_t& dst = p.data[(size_t)n * (Kp / 2) + (b / 2) * kQBlock + j];
-          dst = b % 2 == 0 ? (uint8_t)((dst & 0xF0) | u) : (uint8_t)((dst & 0x0F) | (u << 4));
+          const int g = j / 4, c = g / 2;  // group of 4 within the block, its chunk
+          uint8_t& dst = panel[(size_t)b * 256 + c * 64 + r * 4 + j % 4];
+          dst = g % 2 == 0 ? (uint8_t)((dst & 0xF0) | u) : (uint8_t)((dst & 0x0F) | (u << 4));
         }
       }
     }
+  }
   return p;
 }
 

@@ -1,15 +1,17 @@
 // wmatmul against Q8 / Q4 weights (layouts in backend.h). Each row of x is quantized to int8
-// blocks; then every output is defined as 16 float lanes per pair of blocks: lane l holds the
-// exact integer dot product of values 4l .. 4l+3 of the pair (lanes 0-7 the first block, 8-15
-// the second), times (x block scale * w block scale), accumulated into the lane with one FMA,
-// pair after pair. At the end the 16 lanes are summed in a fixed order (reduce16). Three
-// variants compute exactly that:
-//   AVX-512 VNNI: vpdpbusd of the unsigned stored weights against the signed activations,
-//                 started from a precomputed correction (-offset * sum of the 4 activations)
-//                 so the lane is the signed dot product; 4 instructions per 64 products.
-//   AVX2:         the same lanes with the sign trick (maddubs/madd) on two 256-bit halves.
-//   portable:     plain C++, lane by lane.
-// Tiles, M and the thread count change which loads are shared, never an output's operations.
+// blocks of 32 (scale max|x| / 127). Output (m, n) is then defined as
+//   acc = 0; for each block b in order: acc = fma(float(isum_b), dx_b * dw_nb, acc)
+// where isum_b is the exact integer dot product of the block. Three variants compute exactly
+// that, so they give the same bits (and M, tiles and threads never change an output):
+//   AVX-512 VNNI: 16 rows of W per vector lane-wise; vpdpbusd of the unsigned stored weights
+//                 against 4 broadcast activations, started from -offset * (sum of the block's
+//                 activations) so the lane ends as the signed dot product;
+//   AVX2:         the same per 8 rows, with the sign trick (maddubs / madd);
+//   portable:     plain C++.
+// GCC 12's AVX-512 intrinsics start from an "undefined" vector that -Wuninitialized reports
+// inside the system header.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <omp.h>
 
 #include <algorithm>
@@ -28,65 +30,45 @@
 namespace tandem {
 namespace {
 
-constexpr int kPair = 2 * kQBlock;  // values per pair of blocks
-constexpr int kLanes = kPair / 4;   // 16
-
-// The fixed final order: halves, then quarters, then (l0 + l1) + (l2 + l3).
-inline float reduce16(const float* v) {
-  float a[8], l[4];
-  for (int i = 0; i < 8; ++i) a[i] = v[i] + v[i + 8];
-  for (int i = 0; i < 4; ++i) l[i] = a[i] + a[i + 4];
-  return (l[0] + l[1]) + (l[2] + l[3]);
-}
-
 inline int offset_of(WType t) { return t == WType::Q8 ? 128 : 8; }
 
-// The activations of one call, quantized: per row, Kp int8 values, and per lane (4 values) the
-// block scale and -offset * (sum of the 4 values).
+// The activations of one call, quantized: per row K int8 values, and per block its scale and
+// -offset * (sum of its values).
 struct QX {
-  int Kp = 0;
+  int K = 0, nb = 0;
   int8_t* q = nullptr;
   float* d = nullptr;
   int32_t* corr = nullptr;
-  const int8_t* row_q(int m) const { return q + (size_t)m * Kp; }
-  const float* row_d(int m) const { return d + (size_t)m * (Kp / 4); }
-  const int32_t* row_corr(int m) const { return corr + (size_t)m * (Kp / 4); }
 };
 
-QX carve_scratch(void* scratch, int M, int Kp) {
+QX carve_scratch(void* scratch, int M, int K) {
   auto align = [](void* p) {
     return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
   };
   QX x;
-  x.Kp = Kp;
+  x.K = K;
+  x.nb = K / kQBlock;
   x.q = static_cast<int8_t*>(align(scratch));
-  x.d = static_cast<float*>(align(x.q + (size_t)M * Kp));
-  x.corr = static_cast<int32_t*>(align(x.d + (size_t)M * Kp / 4));
+  x.d = static_cast<float*>(align(x.q + (size_t)M * K));
+  x.corr = static_cast<int32_t*>(align(x.d + (size_t)M * x.nb));
   return x;
 }
 
-// Row m of x: q = round(x / d) with d = max|x| / 127 per block; padding blocks are zero.
-void quantize_row(const QX& qx, int m, const float* x, int K, int offset) {
-  int8_t* q = qx.q + (size_t)m * qx.Kp;
-  float* d = qx.d + (size_t)m * (qx.Kp / 4);
-  int32_t* corr = qx.corr + (size_t)m * (qx.Kp / 4);
-  for (int b = 0; b < qx.Kp / kQBlock; ++b) {
-    float s = 0.f;
-    if (b < K / kQBlock) {
-      const float* xb = x + (size_t)b * kQBlock;
-      float amax = 0.f;
-      for (int j = 0; j < kQBlock; ++j) amax = std::max(amax, std::fabs(xb[j]));
-      s = amax / 127.f;
-      const float inv = s > 0.f ? 1.f / s : 0.f;
-      for (int j = 0; j < kQBlock; ++j) q[b * kQBlock + j] = (int8_t)std::nearbyint(xb[j] * inv);
-    } else {
-      std::memset(q + b * kQBlock, 0, kQBlock);
+void quantize_row(const QX& qx, int m, const float* x, int offset) {
+  int8_t* q = qx.q + (size_t)m * qx.K;
+  for (int b = 0; b < qx.nb; ++b) {
+    const float* xb = x + (size_t)b * kQBlock;
+    float amax = 0.f;
+    for (int j = 0; j < kQBlock; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float s = amax / 127.f, inv = s > 0.f ? 1.f / s : 0.f;
+    int32_t sum = 0;
+    for (int j = 0; j < kQBlock; ++j) {
+      const int8_t v = (int8_t)std::nearbyint(xb[j] * inv);
+      q[b * kQBlock + j] = v;
+      sum += v;
     }
-    for (int l = 0; l < kQBlock / 4; ++l) {
-      const int8_t* g = q + b * kQBlock + 4 * l;
-      d[b * (kQBlock / 4) + l] = s;
-      corr[b * (kQBlock / 4) + l] = -offset * (g[0] + g[1] + g[2] + g[3]);
-    }
+    qx.d[(size_t)m * qx.nb + b] = s;
+    qx.corr[(size_t)m * qx.nb + b] = -offset * sum;
   }
 }
 
@@ -94,160 +76,167 @@ struct QW {
   WType type;
   const uint8_t* data;
   const float* scale;
-  size_t row_bytes;  // Kp (Q8) or Kp / 2 (Q4)
-  int nscale;        // scales per row: Kp / 32
+  int K, nb;
+  size_t panel_bytes;  // K * 16 (Q8) or K * 8 (Q4)
+  const uint8_t* panel(int p) const { return data + (size_t)p * panel_bytes; }
+  const float* panel_scale(int p) const { return scale + (size_t)p * nb * kQPanel; }
 };
 
 // ---- portable ---------------------------------------------------------------------------
 
-// Stored value i (0 .. 63) of pair p of row n, unsigned (q + offset).
-inline int stored(const QW& w, int n, int p, int i) {
-  const uint8_t* r = w.data + (size_t)n * w.row_bytes;
-  if (w.type == WType::Q8) return r[(size_t)p * kPair + i];
-  const uint8_t byte = r[(size_t)p * (kPair / 2) + (i % kQBlock)];
-  return i < kQBlock ? (byte & 0x0F) : (byte >> 4);
+// q + offset of row r of panel p at k.
+inline int stored(const QW& w, int p, int r, int k) {
+  const uint8_t* base = w.panel(p);
+  if (w.type == WType::Q8) return base[(size_t)(k / 4) * 64 + r * 4 + k % 4];
+  const int b = k / kQBlock, g = (k % kQBlock) / 4;
+  const uint8_t byte = base[(size_t)b * 256 + (g / 2) * 64 + r * 4 + k % 4];
+  return g % 2 == 0 ? (byte & 0x0F) : (byte >> 4);
 }
 
-void tile_portable(float* out, int ldo, const QX& qx, int m0, int mr, const QW& w, int n0,
-                   int nr) {
-  const int off = offset_of(w.type), pairs = qx.Kp / kPair;
+void tile_portable(float* out, int ldo, const QX& qx, int m0, int mr, const QW& w, int p,
+                   int nvalid) {
+  const int off = offset_of(w.type);
   for (int m = 0; m < mr; ++m)
-    for (int n = 0; n < nr; ++n) {
-      const int8_t* xq = qx.row_q(m0 + m);
-      const float* xd = qx.row_d(m0 + m);
-      float acc[kLanes] = {};
-      for (int p = 0; p < pairs; ++p)
-        for (int l = 0; l < kLanes; ++l) {
-          int32_t dot = 0;
-          for (int i = 0; i < 4; ++i)
-            dot += (stored(w, n0 + n, p, 4 * l + i) - off) * xq[p * kPair + 4 * l + i];
-          const float s = xd[p * kLanes + l] * w.scale[(size_t)(n0 + n) * w.nscale + 2 * p + l / 8];
-          acc[l] = std::fma((float)dot, s, acc[l]);
-        }
-      out[(size_t)m * ldo + n] = reduce16(acc);
+    for (int r = 0; r < nvalid; ++r) {
+      const int8_t* xq = qx.q + (size_t)(m0 + m) * qx.K;
+      float acc = 0.f;
+      for (int b = 0; b < qx.nb; ++b) {
+        int32_t isum = 0;
+        for (int k = b * kQBlock; k < (b + 1) * kQBlock; ++k)
+          isum += (stored(w, p, r, k) - off) * xq[k];
+        const float s = qx.d[(size_t)(m0 + m) * qx.nb + b] * w.panel_scale(p)[b * kQPanel + r];
+        acc = std::fma((float)isum, s, acc);
+      }
+      out[(size_t)m * ldo + r] = acc;
     }
+}
+
+inline int32_t load4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
 }
 
 #if defined(TANDEM_X86)
-// ---- AVX2 ---------------------------------------------------------------------------------
+// ---- AVX2: one panel (two halves of 8 rows), MR rows of x ----------------------------------
 
 #define TANDEM_AVX2 __attribute__((target("avx2,fma")))
 
-// 32 signed weights (one block) of pair p of row n, in natural order.
-TANDEM_AVX2 inline __m256i w_block_avx2(const QW& w, int n, int p, int half) {
-  const uint8_t* r = w.data + (size_t)n * w.row_bytes;
+// The signed weights of half h (rows 8h..8h+7), group g of block b: 8 lanes x 4 bytes.
+TANDEM_AVX2 inline __m256i w_group_avx2(const QW& w, const uint8_t* panel, int b, int g, int h) {
   if (w.type == WType::Q8) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + (size_t)p * kPair + half * 32));
+    const __m256i v = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(panel + (size_t)(b * 8 + g) * 64 + h * 32));
     return _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80));
   }
-  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + (size_t)p * kQBlock));
-  const __m256i nib = half == 0 ? v : _mm256_srli_epi16(v, 4);
+  const __m256i v = _mm256_loadu_si256(
+      reinterpret_cast<const __m256i*>(panel + (size_t)b * 256 + (g / 2) * 64 + h * 32));
+  const __m256i nib = g % 2 == 0 ? v : _mm256_srli_epi16(v, 4);
   return _mm256_sub_epi8(_mm256_and_si256(nib, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
 }
 
-// 8 lanes: the exact dot products of 4 int8 values each (|values| <= 127).
-TANDEM_AVX2 inline __m256i dot_lanes_avx2(__m256i x, __m256i w) {
-  const __m256i ax = _mm256_sign_epi8(x, x), sw = _mm256_sign_epi8(w, x);
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), _mm256_set1_epi16(1));
-}
-
-template <int MR, int NR>
-TANDEM_AVX2 void tile_avx2(float* out, int ldo, const QX& qx, int m0, const QW& w, int n0) {
-  const int pairs = qx.Kp / kPair;
-  __m256 acc[MR][NR][2];
-  for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) acc[m][n][0] = acc[m][n][1] = _mm256_setzero_ps();
-  for (int p = 0; p < pairs; ++p) {
-    for (int h = 0; h < 2; ++h) {
-      __m256i wv[NR];
-      __m256 ws[NR];
-      for (int n = 0; n < NR; ++n) {
-        wv[n] = w_block_avx2(w, n0 + n, p, h);
-        ws[n] = _mm256_set1_ps(w.scale[(size_t)(n0 + n) * w.nscale + 2 * p + h]);
-      }
+template <int MR>
+TANDEM_AVX2 void tile_avx2(float* out, int ldo, const QX& qx, int m0, const QW& w, int p,
+                           int nvalid) {
+  const uint8_t* panel = w.panel(p);
+  const float* ps = w.panel_scale(p);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[MR][2];
+  for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+  for (int b = 0; b < qx.nb; ++b) {
+    __m256i ia[MR][2];
+    for (int m = 0; m < MR; ++m) ia[m][0] = ia[m][1] = _mm256_setzero_si256();
+    for (int g = 0; g < kQBlock / 4; ++g) {
+      const __m256i w0 = w_group_avx2(w, panel, b, g, 0), w1 = w_group_avx2(w, panel, b, g, 1);
       for (int m = 0; m < MR; ++m) {
-        const __m256i xv = _mm256_load_si256(
-            reinterpret_cast<const __m256i*>(qx.row_q(m0 + m) + (size_t)p * kPair + h * 32));
-        const __m256 xd = _mm256_load_ps(qx.row_d(m0 + m) + (size_t)p * kLanes + h * 8);
-        for (int n = 0; n < NR; ++n)
-          acc[m][n][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_lanes_avx2(xv, wv[n])),
-                                         _mm256_mul_ps(xd, ws[n]), acc[m][n][h]);
+        const __m256i xb = _mm256_set1_epi32(load4(qx.q + (size_t)(m0 + m) * qx.K + b * kQBlock + 4 * g));
+        const __m256i ax = _mm256_sign_epi8(xb, xb);
+        ia[m][0] = _mm256_add_epi32(ia[m][0], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(w0, xb)), ones));
+        ia[m][1] = _mm256_add_epi32(ia[m][1], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(w1, xb)), ones));
       }
+    }
+    const __m256 s0 = _mm256_loadu_ps(ps + b * kQPanel), s1 = _mm256_loadu_ps(ps + b * kQPanel + 8);
+    for (int m = 0; m < MR; ++m) {
+      const __m256 dx = _mm256_set1_ps(qx.d[(size_t)(m0 + m) * qx.nb + b]);
+      acc[m][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[m][0]), _mm256_mul_ps(dx, s0), acc[m][0]);
+      acc[m][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[m][1]), _mm256_mul_ps(dx, s1), acc[m][1]);
     }
   }
-  for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) {
-      alignas(32) float lanes[kLanes];
-      _mm256_store_ps(lanes, acc[m][n][0]);
-      _mm256_store_ps(lanes + 8, acc[m][n][1]);
-      out[(size_t)m * ldo + n] = reduce16(lanes);
-    }
+  for (int m = 0; m < MR; ++m) {
+    alignas(32) float lanes[16];
+    _mm256_store_ps(lanes, acc[m][0]);
+    _mm256_store_ps(lanes + 8, acc[m][1]);
+    std::memcpy(out + (size_t)m * ldo, lanes, nvalid * sizeof(float));
+  }
 }
 
-// ---- AVX-512 VNNI ---------------------------------------------------------------------------
+// ---- AVX-512 VNNI: NP panels (16 rows each), MR rows of x ------------------------------------
 
 #define TANDEM_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
-template <int MR, int NR>
-TANDEM_VNNI void tile_vnni(float* out, int ldo, const QX& qx, int m0, const QW& w, int n0) {
-  const int pairs = qx.Kp / kPair;
-  // Q4: the 32 bytes of a pair in both halves, the upper half shifted to its high nibbles.
-  const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+template <int MR, int NP>
+TANDEM_VNNI void tile_vnni(float* out, int ldo, const QX& qx, int m0, const QW& w, int p0,
+                           int nvalid) {
   const __m512i low4 = _mm512_set1_epi8(0x0F);
-  const __m512i pick = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(1), 1);
-  __m512 acc[MR][NR];
+  const int8_t* xrow[MR];
+  for (int m = 0; m < MR; ++m) xrow[m] = qx.q + (size_t)(m0 + m) * qx.K;
+  __m512 acc[MR][NP];
   for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_setzero_ps();
-  for (int p = 0; p < pairs; ++p) {
-    __m512i wv[NR];
-    __m512 ws[NR];
-    for (int n = 0; n < NR; ++n) {
-      const uint8_t* r = w.data + (size_t)(n0 + n) * w.row_bytes;
-      if (w.type == WType::Q8) {
-        wv[n] = _mm512_loadu_si512(r + (size_t)p * kPair);
-      } else {
-        const __m512i b = _mm512_broadcast_i64x4(
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + (size_t)p * kQBlock)));
-        wv[n] = _mm512_and_si512(_mm512_srlv_epi16(b, shift), low4);
-      }
-      const float* sc = w.scale + (size_t)(n0 + n) * w.nscale + 2 * p;
-      ws[n] = _mm512_permutexvar_ps(pick, _mm512_castps128_ps512(_mm_castsi128_ps(
-                                              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc)))));
-    }
+    for (int p = 0; p < NP; ++p) acc[m][p] = _mm512_setzero_ps();
+  for (int b = 0; b < qx.nb; ++b) {
+    __m512i ia[MR][NP];
     for (int m = 0; m < MR; ++m) {
-      const __m512i xv = _mm512_load_si512(qx.row_q(m0 + m) + (size_t)p * kPair);
-      const __m512i corr = _mm512_load_si512(qx.row_corr(m0 + m) + (size_t)p * kLanes);
-      const __m512 xd = _mm512_load_ps(qx.row_d(m0 + m) + (size_t)p * kLanes);
-      for (int n = 0; n < NR; ++n)
-        acc[m][n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(corr, wv[n], xv)),
-                                    _mm512_mul_ps(xd, ws[n]), acc[m][n]);
+      const __m512i c = _mm512_set1_epi32(qx.corr[(size_t)(m0 + m) * qx.nb + b]);
+      for (int p = 0; p < NP; ++p) ia[m][p] = c;
+    }
+    for (int c = 0; c < kQBlock / 8; ++c) {  // two groups of 4 k per step
+      __m512i wlo[NP], whi[NP];
+      for (int p = 0; p < NP; ++p) {
+        const uint8_t* panel = w.panel(p0 + p);
+        if (w.type == WType::Q8) {
+          wlo[p] = _mm512_loadu_si512(panel + (size_t)(b * 8 + 2 * c) * 64);
+          whi[p] = _mm512_loadu_si512(panel + (size_t)(b * 8 + 2 * c + 1) * 64);
+        } else {
+          const __m512i v = _mm512_loadu_si512(panel + (size_t)b * 256 + c * 64);
+          wlo[p] = _mm512_and_si512(v, low4);
+          whi[p] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        }
+      }
+      for (int m = 0; m < MR; ++m) {
+        const int8_t* xk = xrow[m] + b * kQBlock + 8 * c;
+        const __m512i x0 = _mm512_set1_epi32(load4(xk)), x1 = _mm512_set1_epi32(load4(xk + 4));
+        for (int p = 0; p < NP; ++p) {
+          ia[m][p] = _mm512_dpbusd_epi32(ia[m][p], wlo[p], x0);
+          ia[m][p] = _mm512_dpbusd_epi32(ia[m][p], whi[p], x1);
+        }
+      }
+    }
+    __m512 ws[NP];
+    for (int p = 0; p < NP; ++p) ws[p] = _mm512_loadu_ps(w.panel_scale(p0 + p) + b * kQPanel);
+    for (int m = 0; m < MR; ++m) {
+      const __m512 dx = _mm512_set1_ps(qx.d[(size_t)(m0 + m) * qx.nb + b]);
+      for (int p = 0; p < NP; ++p)
+        acc[m][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[m][p]), _mm512_mul_ps(dx, ws[p]), acc[m][p]);
     }
   }
   for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) {
-      alignas(64) float lanes[kLanes];
-      _mm512_store_ps(lanes, acc[m][n]);
-      out[(size_t)m * ldo + n] = reduce16(lanes);
+    for (int p = 0; p < NP; ++p) {
+      const int cols = std::min(kQPanel, nvalid - p * kQPanel);
+      if (cols > 0)
+        _mm512_mask_storeu_ps(out + (size_t)m * ldo + p * kQPanel,
+                              (__mmask16)((1u << cols) - 1), acc[m][p]);
     }
 }
 #endif
 
-// Runs tile<MR, NR> for the runtime (mr, nr), 1 <= mr <= MRmax, 1 <= nr <= 4.
-template <int MRmax, class Tile>
-void dispatch(int mr, int nr, Tile&& tile) {
-  auto with_nr = [&]<int MR>() {
-    switch (nr) {
-      case 1: tile.template operator()<MR, 1>(); break;
-      case 2: tile.template operator()<MR, 2>(); break;
-      case 3: tile.template operator()<MR, 3>(); break;
-      default: tile.template operator()<MR, 4>(); break;
-    }
-  };
-  if (MRmax >= 4 && mr >= 4) return with_nr.template operator()<(MRmax >= 4 ? 4 : 1)>();
+// Calls f.template operator()<MR>() for the runtime mr in 1..4.
+template <class F>
+void with_mr(int mr, F&& f) {
   switch (mr) {
-    case 1: with_nr.template operator()<1>(); break;
-    case 2: with_nr.template operator()<2>(); break;
-    default: with_nr.template operator()<(MRmax >= 3 ? 3 : 1)>(); break;
+    case 1: f.template operator()<1>(); break;
+    case 2: f.template operator()<2>(); break;
+    case 3: f.template operator()<3>(); break;
+    default: f.template operator()<4>(); break;
   }
 }
 
@@ -291,41 +280,54 @@ const char* qvariant_name(QVariant v) {
 
 void wmatmul_quant(QVariant v, float* out, const float* x, const WMatrix& w, int M,
                    void* scratch, int threads) {
-  const int N = w.N, K = w.K, Kp = wmatmul_kpad(K);
+  const int N = w.N, K = w.K;
   TANDEM_CHECK(w.type != WType::F32 && K % kQBlock == 0 && scratch != nullptr &&
                w.scale != nullptr && qvariant_supported(v));
   if (M == 0) return;
-  const QX qx = carve_scratch(scratch, M, Kp);
-  const QW qw{w.type, static_cast<const uint8_t*>(w.data), w.scale,
-              w.type == WType::Q8 ? (size_t)Kp : (size_t)Kp / 2, Kp / kQBlock};
-  const int off = offset_of(w.type), tiles = (N + 3) / 4;
+  const QX qx = carve_scratch(scratch, M, K);
+  const QW qw{w.type, static_cast<const uint8_t*>(w.data), w.scale, K, K / kQBlock,
+              w.type == WType::Q8 ? (size_t)K * kQPanel : (size_t)K * kQPanel / 2};
+  const int off = offset_of(w.type);
+  const int panels = (N + kQPanel - 1) / kQPanel, pairs = (panels + 1) / 2;
 #pragma omp parallel num_threads(threads)
   {
 #pragma omp for schedule(static)
-    for (int m = 0; m < M; ++m) quantize_row(qx, m, x + (size_t)m * K, K, off);
-    // Columns split across threads; W tiles outermost so 4 rows of W stay in L1 while every
-    // row of x passes them.
+    for (int m = 0; m < M; ++m) quantize_row(qx, m, x + (size_t)m * K, off);
+    // Pairs of panels per thread; W panels outermost so they stay in cache while every row of
+    // x passes them.
     const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int n0 = std::min(N, (int)((long)tiles * tid / nt) * 4);
-    const int n1 = std::min(N, (int)((long)tiles * (tid + 1) / nt) * 4);
-    for (int n = n0; n < n1; n += 4) {
-      const int nr = std::min(4, n1 - n);
-      for (int m = 0; m < M;) {
-        float* o = out + (size_t)m * N + n;
-        int mr = std::min(4, M - m);
+    const int q0 = (int)((long)pairs * tid / nt), q1 = (int)((long)pairs * (tid + 1) / nt);
+    for (int q = q0; q < q1; ++q) {
+      const int p = 2 * q, np = std::min(2, panels - p), n0 = p * kQPanel;
+      const int nvalid = std::min(N - n0, np * kQPanel);
+      for (int m = 0; m < M; m += 4) {
+        const int mr = std::min(4, M - m);
+        float* o = out + (size_t)m * N + n0;
         switch (v) {
 #if defined(TANDEM_X86)
           case QVariant::kAvx512Vnni:
-            dispatch<4>(mr, nr, [&]<int MR, int NR>() { tile_vnni<MR, NR>(o, N, qx, m, qw, n); });
+            with_mr(mr, [&]<int MR>() {
+              if (np == 2) tile_vnni<MR, 2>(o, N, qx, m, qw, p, nvalid);
+              else tile_vnni<MR, 1>(o, N, qx, m, qw, p, nvalid);
+            });
             break;
           case QVariant::kAvx2:
-            mr = std::min(2, mr);
-            dispatch<2>(mr, nr, [&]<int MR, int NR>() { tile_avx2<MR, NR>(o, N, qx, m, qw, n); });
+            for (int h = 0; h < np; ++h) {
+              const int nv = std::min(kQPanel, nvalid - h * kQPanel);
+              for (int mm = m; mm < m + mr; mm += 2)
+                with_mr(std::min(2, m + mr - mm), [&]<int MR>() {
+                  if constexpr (MR <= 2)
+                    tile_avx2<MR>(out + (size_t)mm * N + n0 + h * kQPanel, N, qx, mm, qw, p + h, nv);
+                });
+            }
             break;
 #endif
-          default: tile_portable(o, N, qx, m, mr, qw, n, nr); break;
+          default:
+            for (int h = 0; h < np; ++h)
+              tile_portable(o + h * kQPanel, N, qx, m, mr, qw, p + h,
+                            std::min(kQPanel, nvalid - h * kQPanel));
+            break;
         }
-        m += mr;
       }
     }
   }
