@@ -18,5 +18,6 @@ void add_serve(CLI::App& app, Action& action);
 void add_export(CLI::App& app, Action& action);
 void add_verify(CLI::App& app, Action& action);
 void add_logits(CLI::App& app, Action& action);
+void add_conformance(CLI::App& app, Action& action);
 
 }  // namespace tandem::cli
