@@ -187,7 +187,12 @@ TrainingCheck run_training_check(const std::string& config_path, const std::stri
     TrainOptions opts;
     opts.progress = false;
     opts.faults = "";
-    run_training(cfg, opts);
+    try {
+      run_training(cfg, opts);
+    } catch (...) {
+      remove_all(tmp);  // leave no half-finished runs behind
+      throw;
+    }
     curves.push_back(losses(cfg.out_dir));
   }
   remove_all(tmp);
