@@ -5,6 +5,7 @@ budget, 64 new tokens, sampling) for --seconds; prints aggregate generated token
 p50/p99 time to first token, and the 16-stream / 1-stream throughput ratio.
 
   /usr/bin/python3 bench/serve_load.py [--model small|RUN_DIR] [--quant none] [--seconds 20]
+                                       [--stream-interval-ms 0]
 """
 import argparse
 import json
@@ -32,18 +33,23 @@ def main():
     ap.add_argument("--quant", default="none")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--levels", default="1,4,16")
+    ap.add_argument("--stream-interval-ms", type=float, default=0,
+                    help="the server's --stream-interval-ms")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="tandem-serve-bench-")
     run = args.model if os.path.isdir(args.model) else infer.make_model(work, args.model)
     proc = subprocess.Popen([infer.h.tandem_bin(), "serve", "-c", run, "--port", "0",
                              "--threads", "2", "--parallel", "16", "--model-name", "bench",
-                             "--quant", args.quant], stderr=subprocess.PIPE, text=True)
+                             "--quant", args.quant,
+                             "--stream-interval-ms", str(args.stream_interval_ms)],
+                            stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     m = re.search(r"http://([\d.]+):(\d+)", line)
     host, port = m.group(1), int(m.group(2))
     results = {}
     try:
-        print(f"serve {run} ({args.quant}), 16 slots, 2 threads; {args.seconds:.0f} s per level")
+        print(f"serve {run} ({args.quant}), 16 slots, 2 threads, stream interval "
+              f"{args.stream_interval_ms:g} ms; {args.seconds:.0f} s per level")
         for level in [int(x) for x in args.levels.split(",")]:
             r = level_run(host, port, level, args.seconds)
             results[level] = r["tokens_per_s"]

@@ -35,11 +35,14 @@ void add_serve(CLI::App& app, Action& action) {
   cmd->add_option("--max-tokens", a->max_tokens, "largest max_tokens a request may ask for (0 = the context)");
   cmd->add_option("--max-prompt-tokens", a->so.max_prompt_tokens, "longest prompt accepted (0 = context - 1)");
   cmd->add_option("--max-body-bytes", a->so.max_body_bytes, "largest request body")->capture_default_str();
+  cmd->add_option("--stream-interval-ms", a->so.stream_interval_ms, "streams send accumulated tokens at most this often (0 = every token)")->capture_default_str();
   cmd->add_option("--model-name", a->model_name, "model id clients use (default: the run's directory name)");
   cmd->callback([&action, a] {
     action = [a] {
       if (a->parallel < 1 || a->parallel > 256) fail("[serve] --parallel must be between 1 and 256");
       if (a->queue < 0) fail("[serve] --queue must not be negative");
+      if (!(a->so.stream_interval_ms >= 0 && a->so.stream_interval_ms <= 1000))
+        fail("[serve] --stream-interval-ms must be between 0 and 1000");
       if (a->so.port < 0 || a->so.port > 65535) fail("[serve] --port must be between 0 and 65535");
       if (a->api_key.empty())
         if (const char* k = std::getenv("TANDEM_API_KEY")) a->api_key = k;
@@ -70,7 +73,7 @@ void add_serve(CLI::App& app, Action& action) {
       sigaddset(&set, SIGTERM);
       pthread_sigmask(SIG_BLOCK, &set, nullptr);
       signal(SIGPIPE, SIG_IGN);
-      serve::Scheduler sched(engine, *mf.tokenizer, serve::SchedulerOptions{a->queue});
+      serve::Scheduler sched(engine, *mf.tokenizer, serve::SchedulerOptions{a->queue, a->threads});
       serve::Server server(sched, *mf.tokenizer, lim, mc.context, a->so);
       std::thread waiter([&server, set] {
         int sig = 0;

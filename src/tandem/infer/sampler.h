@@ -3,7 +3,7 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
+#include <span>
 
 namespace tandem {
 
@@ -14,7 +14,7 @@ struct SamplingParams {
   uint64_t seed = 0;
 };
 
-int32_t sample_token(const std::vector<float>& logits, const SamplingParams& p, uint64_t position);
-int32_t argmax(const std::vector<float>& logits);
+int32_t sample_token(std::span<const float> logits, const SamplingParams& p, uint64_t position);
+int32_t argmax(std::span<const float> logits);
 
 }  // namespace tandem

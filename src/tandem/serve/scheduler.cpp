@@ -3,10 +3,14 @@
 // token from its own counter-based stream, apply stop rules and publish text deltas.
 #include "tandem/serve/scheduler.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <span>
 
+#include "tandem/core/error.h"
 #include "tandem/core/rng.h"
 #include "tandem/infer/sampler.h"
 
@@ -23,14 +27,23 @@ int64_t Job::prompt_tokens() const {
   return n;
 }
 
-bool Job::wait(std::vector<Update>& out, std::chrono::milliseconds timeout) {
+bool Job::wait(std::vector<Update>& out, std::chrono::milliseconds timeout,
+                std::chrono::microseconds min_gap) {
   std::unique_lock lk(mu_);
-  cv_.wait_for(lk, timeout, [&] {
-    return !pending_.empty() || finished_ == num_choices() || !error_.empty();
-  });
+  auto ended = [&] { return finished_ == num_choices() || !error_.empty(); };
+  // Until min_gap has passed since the last delivery, only the end wakes us: tokens published
+  // meanwhile accumulate and go out together.
+  if (min_gap.count() > 0 && delivered_) cv_.wait_until(lk, last_delivery_ + min_gap, ended);
+  eager_ = true;
+  cv_.wait_for(lk, timeout, [&] { return !pending_.empty() || ended(); });
+  eager_ = false;
+  if (!pending_.empty()) {
+    delivered_ = true;
+    last_delivery_ = std::chrono::steady_clock::now();
+  }
   for (auto& u : pending_) out.push_back(std::move(u));
   pending_.clear();
-  return finished_ == num_choices() || !error_.empty();
+  return ended();
 }
 
 std::string Job::error() const {
@@ -54,7 +67,7 @@ void Job::publish(int choice, std::string delta, TokenLogprob* lp, const std::st
     u->finish_reason = finish;
     ++finished_;
   }
-  cv_.notify_all();
+  if (eager_ || !finish.empty()) cv_.notify_all();
 }
 
 void Job::fail(const std::string& msg) {
@@ -231,7 +244,7 @@ std::string token_text(const Tokenizer& tok, int32_t id) {
   return out;
 }
 
-TokenLogprob logprobs_of(const Tokenizer& tok, const std::vector<float>& row, int32_t chosen,
+TokenLogprob logprobs_of(const Tokenizer& tok, std::span<const float> row, int32_t chosen,
                          int top) {
   float mx = -INFINITY;
   for (float v : row) mx = std::max(mx, v);
@@ -277,8 +290,33 @@ void Scheduler::run_step(std::vector<Seq*>& active) {
   const float* logits = engine_.step(items);
   const int V = engine_.model().config().vocab_size;
   const auto now = Clock::now();
+  // Rows that yield a token (decodes and last prompt chunks) are sampled in parallel: each
+  // draw depends only on its own row, seed and position, so the order does not matter.
+  const int count = (int)items.size();
+  std::vector<char> emits(count);
+  for (int i = 0; i < count; ++i)
+    emits[i] = who[i]->prefilled == who[i]->prompt_len ||
+               who[i]->prefilled + items[i].n == who[i]->prompt_len;
+  std::vector<int32_t> next_of(count, -1);
+  std::vector<TokenLogprob> lp_of(count);
+  std::vector<std::string> err_of(count);
+  const int nthreads = opt_.threads > 0 ? opt_.threads : omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (count > 1)
+  for (int i = 0; i < count; ++i) {
+    if (!emits[i]) continue;
+    try {
+      const Seq& s = *who[i];
+      const std::span<const float> row(logits + (size_t)i * V, V);
+      next_of[i] = sample_token(row, s.sp, s.ids.size());
+      const GenRequest& r = s.job->request();
+      if (r.logprobs) lp_of[i] = logprobs_of(tok_, row, next_of[i], r.top_logprobs);
+    } catch (const std::exception& e) {
+      err_of[i] = e.what();
+    }
+  }
+  for (const auto& e : err_of)
+    if (!e.empty()) throw Error(e);
   int new_tokens = 0, prompt_tokens = 0;
-  std::vector<float> row(V);
   for (size_t i = 0; i < items.size(); ++i) {
     Seq& s = *who[i];
     if (s.prefilled < s.prompt_len) {
@@ -286,14 +324,10 @@ void Scheduler::run_step(std::vector<Seq*>& active) {
       prompt_tokens += items[i].n;
       if (s.prefilled < s.prompt_len) continue;  // more prompt to go
     }
-    row.assign(logits + (size_t)i * V, logits + (size_t)(i + 1) * V);
-    const int32_t next = sample_token(row, s.sp, s.ids.size());
+    const int32_t next = next_of[i];
     const GenRequest& r = s.job->request();
-    TokenLogprob lp;
-    if (r.logprobs) {
-      lp = logprobs_of(tok_, row, next, r.top_logprobs);
-      if (next == tok_.eos_id()) lp.token.clear();  // counted in usage, adds no text
-    }
+    TokenLogprob& lp = lp_of[i];
+    if (r.logprobs && next == tok_.eos_id()) lp.token.clear();  // counted in usage, adds no text
     if (!s.job->first_token_) {
       s.job->first_token_ = true;
       const double t = std::chrono::duration<double>(now - s.job->arrival_).count();

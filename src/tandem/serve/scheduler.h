@@ -36,8 +36,11 @@ class Job {
     std::string finish_reason;  // set once, with the choice's last update
   };
   // Waits up to `timeout` for news and moves it into `out`. Returns true once every choice
-  // has finished (or the job failed: error() is then set).
-  bool wait(std::vector<Update>& out, std::chrono::milliseconds timeout);
+  // has finished (or the job failed: error() is then set). With `min_gap`, a call made sooner
+  // than that after the previous delivery first waits out the gap (unless the job ends), so
+  // tokens are delivered in batches and the waiting thread is not woken for each one.
+  bool wait(std::vector<Update>& out, std::chrono::milliseconds timeout,
+            std::chrono::microseconds min_gap = std::chrono::microseconds(0));
   void cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
   std::string error() const;
@@ -59,10 +62,14 @@ class Job {
   std::atomic<int64_t> completion_tokens_{0};
   std::chrono::steady_clock::time_point arrival_ = std::chrono::steady_clock::now();
   bool first_token_ = false;
+  bool eager_ = false;      // a waiter wants every update (publish notifies); under mu_
+  bool delivered_ = false;  // under mu_, with the time of the last delivery
+  std::chrono::steady_clock::time_point last_delivery_;
 };
 
 struct SchedulerOptions {
   int max_queue = 64;  // sequences waiting for a slot before requests get 429
+  int threads = 0;     // threads that sample the rows of a step (0 = OpenMP's default)
 };
 
 struct SchedulerStats {

@@ -23,6 +23,7 @@ struct Server::Impl {
   Limits limits;
   int context;
   ServerOptions opt;
+  socket_t listen_sock = INVALID_SOCKET;  // the listening socket, once bound
   httplib::Server svr;
   int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
                         std::chrono::system_clock::now().time_since_epoch())
@@ -92,7 +93,9 @@ struct Server::Impl {
       auto first = std::make_shared<std::vector<bool>>(job->num_choices(), true);
       res.set_chunked_content_provider(
           "text/event-stream",
-          [job, id, now, first](size_t, httplib::DataSink& sink) {
+          [job, id, now, first, gap = std::chrono::microseconds(
+                                    (int64_t)(opt.stream_interval_ms * 1000))](size_t,
+                                                                              httplib::DataSink& sink) {
             auto send = [&](const std::string& s) {
               if (sink.write(s.data(), s.size())) return true;
               job->cancel();
@@ -102,7 +105,7 @@ struct Server::Impl {
             const GenRequest& r = job->request();
             while (true) {
               std::vector<Job::Update> ups;
-              const bool done = job->wait(ups, 500ms);
+              const bool done = job->wait(ups, 500ms, gap);
               if (!job->error().empty()) {
                 ApiError e(500, "server_error", job->error());
                 send("data: " + error_body(e) + "\n\n");
@@ -143,7 +146,8 @@ struct Server::Impl {
           auto waited = std::chrono::steady_clock::now();
           while (true) {
             std::vector<Job::Update> ups;
-            const bool done = job->wait(ups, 250ms);
+            // Only the end matters here: tokens do not wake this thread (a second's gap).
+            const bool done = job->wait(ups, 250ms, 1s);
             for (auto& u : ups) {
               ChoiceResult& c = choices[u.choice];
               c.text += u.delta;
@@ -218,10 +222,14 @@ struct Server::Impl {
     svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, which would let a second
     // server share a port that is already in use instead of failing.
-    svr.set_socket_options([](socket_t sock) {
+    svr.set_socket_options([this](socket_t sock) {
       int yes = 1;
       setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      listen_sock = sock;
     });
+    // Connections stay open across many requests (cpp-httplib closes one after 5 by default,
+    // so busy clients would reconnect all the time).
+    svr.set_keep_alive_max_count(100000);
     svr.set_payload_max_length(opt.max_body_bytes);
     svr.set_read_timeout(opt.read_timeout_s, 0);
     svr.set_write_timeout(opt.write_timeout_s, 0);
@@ -318,6 +326,9 @@ void Server::run(const std::function<void(int)>& on_ready) {
     fail("[serve] cannot bind " + o.host + ":" + std::to_string(port) +
          " (in use, or not an address of this machine)");
   }
+  // cpp-httplib listens with a backlog of 5: a burst of connections overflows it and the
+  // dropped SYNs are retried only after a second. Listening again resizes the queue.
+  if (impl_->listen_sock != INVALID_SOCKET) ::listen(impl_->listen_sock, SOMAXCONN);
   on_ready(port);
   impl_->svr.listen_after_bind();
 }

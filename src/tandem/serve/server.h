@@ -23,6 +23,9 @@ struct ServerOptions {
   int read_timeout_s = 10;    // a client that stalls mid-request is dropped
   int write_timeout_s = 10;   // a client that stops reading is dropped and its request cancelled
   int http_threads = 0;       // 0 = slots + queue + 8
+  // A stream sends what accumulated at most this often (the first token and the end go out
+  // at once): fewer wakeups and writes per token when many streams share few cores.
+  double stream_interval_ms = 0;
 };
 
 class Server {

@@ -1,6 +1,9 @@
 // attention family: causal grouped-query attention over fused qkv rows. The forward keeps only
 // the output and the log-sum-exp per query; the backward recomputes the probabilities (as
 // flash attention does), so saved activations stay O(T) per head; scratch is O(T^2) per thread.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -10,7 +13,7 @@
 
 #include "tandem/backend/cpu/blas.h"
 #include "tandem/backend/cpu/cpu_backend.h"
-#include "tandem/backend/cpu/vexp.h"
+#include "tandem/core/vexp.h"
 
 namespace tandem {
 namespace {
@@ -27,20 +30,104 @@ inline void axpy(float* y, float a, const float* x, int n) {
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+#if defined(__AVX512F__)
+// Lane i of the result is the sum of the lanes of v[perm(i)], where the inputs were placed
+// so that the result comes out in order: slot s holds item 4 * (s % 4) + s / 4. Four levels
+// of shuffles and adds instead of sixteen horizontal reductions; a fixed order of additions.
+inline __m512 hsum16(const __m512* v) {
+  __m512 a[8], b[4], c[2];
+  for (int i = 0; i < 8; ++i)
+    a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                         _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+  for (int i = 0; i < 4; ++i)
+    b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x88),
+                         _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xDD));
+  for (int i = 0; i < 2; ++i)
+    c[i] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * i], b[2 * i + 1], 0x44),
+                         _mm512_shuffle_ps(b[2 * i], b[2 * i + 1], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xDD));
+}
+
+// attend_row for head size 16 * NV: the query and the output accumulators stay in registers;
+// scores go sixteen keys at a time; the softmax uses the shared vectorized exp.
+template <int NV>
+float attend_row_v(float* o, float* scores, const float* q, const float* k0, const float* v0,
+                   int kv_stride, int last, float scale) {
+  const int n = last + 1;
+  __m512 qv[NV];
+  for (int c = 0; c < NV; ++c) qv[c] = _mm512_loadu_ps(q + 16 * c);
+  auto qdot = [&](int j) {
+    const float* k = k0 + (size_t)j * kv_stride;
+    __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k));
+    for (int c = 1; c < NV; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k + 16 * c), acc);
+    return acc;
+  };
+  const __m512 sc = _mm512_set1_ps(scale);
+  __m512 mxv = _mm512_set1_ps(-INFINITY);
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 v[16];
+    for (int s = 0; s < 16; ++s) v[s] = qdot(j + 4 * (s % 4) + s / 4);
+    const __m512 r = _mm512_mul_ps(hsum16(v), sc);
+    _mm512_storeu_ps(scores + j, r);
+    mxv = _mm512_max_ps(mxv, r);
+  }
+  float mx = _mm512_reduce_max_ps(mxv);
+  for (; j < n; ++j) {
+    scores[j] = scale * _mm512_reduce_add_ps(qdot(j));
+    mx = std::max(mx, scores[j]);
+  }
+  const float sum = simd::exp_shift_sum(scores, scores, n, mx);
+  // Four interleaved accumulator sets (keys j mod 4) hide the FMA latency; fewer when the
+  // head is wide enough to fill the pipeline alone.
+  constexpr int S = NV <= 2 ? 4 : NV <= 4 ? 2 : 1;
+  __m512 acc[S][NV];
+  for (int t = 0; t < S; ++t)
+    for (int c = 0; c < NV; ++c) acc[t][c] = _mm512_setzero_ps();
+  j = 0;
+  for (; j + S <= n; j += S)
+    for (int t = 0; t < S; ++t) {
+      const __m512 p = _mm512_set1_ps(scores[j + t]);
+      const float* v = v0 + (size_t)(j + t) * kv_stride;
+      for (int c = 0; c < NV; ++c) acc[t][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[t][c]);
+    }
+  for (; j < n; ++j) {
+    const __m512 p = _mm512_set1_ps(scores[j]);
+    const float* v = v0 + (size_t)j * kv_stride;
+    for (int c = 0; c < NV; ++c) acc[0][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[0][c]);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / sum);
+  for (int c = 0; c < NV; ++c) {
+    __m512 t = acc[0][c];
+    for (int u = 1; u < S; ++u) t = _mm512_add_ps(t, acc[u][c]);
+    _mm512_storeu_ps(o + 16 * c, _mm512_mul_ps(t, inv));
+  }
+  return mx + std::log(sum);
+}
+#endif
+
 // One query row against keys 0..last: writes softmax-weighted sum of values to `o` and returns
 // the log-sum-exp. `scores` is scratch of at least last+1 floats.
 float attend_row(float* o, float* scores, const float* q, const float* k0, const float* v0,
                  int kv_stride, int last, int D, float scale) {
+#if defined(__AVX512F__)
+  switch (D) {
+    case 16: return attend_row_v<1>(o, scores, q, k0, v0, kv_stride, last, scale);
+    case 32: return attend_row_v<2>(o, scores, q, k0, v0, kv_stride, last, scale);
+    case 48: return attend_row_v<3>(o, scores, q, k0, v0, kv_stride, last, scale);
+    case 64: return attend_row_v<4>(o, scores, q, k0, v0, kv_stride, last, scale);
+    case 80: return attend_row_v<5>(o, scores, q, k0, v0, kv_stride, last, scale);
+    case 96: return attend_row_v<6>(o, scores, q, k0, v0, kv_stride, last, scale);
+    case 128: return attend_row_v<8>(o, scores, q, k0, v0, kv_stride, last, scale);
+    default: break;
+  }
+#endif
   float mx = -INFINITY;
   for (int j = 0; j <= last; ++j) {
     scores[j] = scale * dot(q, k0 + (size_t)j * kv_stride, D);
     mx = std::max(mx, scores[j]);
   }
-  float sum = 0.f;
-  for (int j = 0; j <= last; ++j) {
-    scores[j] = std::exp(scores[j] - mx);
-    sum += scores[j];
-  }
+  const float sum = simd::exp_shift_sum(scores, scores, last + 1, mx);
   float inv = 1.0f / sum;
   for (int d = 0; d < D; ++d) o[d] = 0.f;
   for (int j = 0; j <= last; ++j) axpy(o, scores[j] * inv, v0 + (size_t)j * kv_stride, D);
@@ -83,7 +170,7 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, con
           float* row = S + (size_t)t * T;
           float mx = -INFINITY;
           for (int j = 0; j <= t; ++j) mx = std::max(mx, row[j]);
-          const float sum = cpu::exp_shift_sum(row, row, t + 1, mx);
+          const float sum = simd::exp_shift_sum(row, row, t + 1, mx);
           const float inv = 1.0f / sum;
           for (int j = 0; j <= t; ++j) row[j] *= inv;
           for (int j = t + 1; j < r1; ++j) row[j] = 0.f;
@@ -138,7 +225,7 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
           float* ds = dP + (size_t)t * T;  // dP row, overwritten in place by dS
           const int rend = std::min(T, (t / kRowBlock + 1) * kRowBlock);
           const float Dt = dot(dO + (size_t)t * HD, O + (size_t)t * HD, D);
-          cpu::exp_shift_sum(prow, prow, t + 1, L[t]);
+          simd::exp_shift_sum(prow, prow, t + 1, L[t]);
           for (int j = t + 1; j < rend; ++j) prow[j] = 0.f;
           for (int j = 0; j <= t; ++j) ds[j] = prow[j] * (ds[j] - Dt) * scale;
           for (int j = t + 1; j < rend; ++j) ds[j] = 0.f;

@@ -70,6 +70,11 @@ class CpuBackend final : public Backend {
  private:
   int threads_;
   std::vector<float> rope_table_;  // cos/sin scratch of rope(), sized on first use
+  // cos/sin by position for rope_batch (decoding): rows 0..n-1 for one (theta, head size),
+  // extended on demand, rebuilt when either changes.
+  std::vector<float> rope_cache_;
+  float rope_cache_theta_ = 0.f;
+  int rope_cache_d_ = 0;
 };
 
 }  // namespace tandem

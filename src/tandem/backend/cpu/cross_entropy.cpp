@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "tandem/backend/cpu/cpu_backend.h"
-#include "tandem/backend/cpu/vexp.h"
+#include "tandem/core/vexp.h"
 
 namespace tandem {
 
@@ -28,7 +28,7 @@ void CpuBackend::cross_entropy(float* losses, float* dlogits, const float* logit
       float mx = x[0];
       for (int v = 1; v < V; ++v) mx = std::max(mx, x[v]);
       const float xt = x[tgt];  // read before e (which may alias x) is written
-      const float sum = cpu::exp_shift_sum(e, x, V, mx);
+      const float sum = simd::exp_shift_sum(e, x, V, mx);
       losses[n] = mx + std::log(sum) - xt;
       if (dlogits) {
         const float k = dscale / sum;

@@ -12,7 +12,8 @@ constexpr size_t kChunk = 1 << 14;
 }  // namespace
 
 void CpuBackend::add(float* out, const float* a, const float* b, size_t n) {
-#pragma omp parallel for num_threads(threads_) schedule(static)
+  // Short vectors (a decoding step) cost less than waking the other threads.
+#pragma omp parallel for num_threads(threads_) schedule(static) if (n >= 65536)
   for (size_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 

@@ -55,21 +55,35 @@ void CpuBackend::rope_batch(float* qkv, const AttnShape& s, const KvBatch& b, fl
   const int half = s.D / 2, stride = s.qkv_stride(), heads = s.H + s.Hkv;
   int rows = 0;
   for (int i = 0; i < b.count; ++i) rows = std::max(rows, b.row0[i] + b.n[i]);
-  // Row -> position, then the same angles as rope() (double, cast to float).
+  // Row -> position; the angles are rope()'s (double, cast to float), kept in a table by
+  // position so a decoding step computes none.
   std::vector<int32_t> pos(rows, 0);
-  for (int i = 0; i < b.count; ++i)
+  int npos = 0;
+  for (int i = 0; i < b.count; ++i) {
     for (int t = 0; t < b.n[i]; ++t) pos[b.row0[i] + t] = b.pos0[i] + t;
+    npos = std::max(npos, b.pos0[i] + b.n[i]);
+  }
+  if (rope_cache_theta_ != theta || rope_cache_d_ != s.D) {
+    rope_cache_.clear();
+    rope_cache_theta_ = theta;
+    rope_cache_d_ = s.D;
+  }
+  const size_t have = rope_cache_.size() / (2 * half);
+  if (have < (size_t)npos) {
+    rope_cache_.resize((size_t)npos * 2 * half);
+    for (size_t p = have; p < (size_t)npos; ++p)
+      for (int i = 0; i < half; ++i) {
+        double a = (double)p * std::pow((double)theta, -2.0 * i / s.D);
+        rope_cache_[p * 2 * half + i] = (float)std::cos(a);
+        rope_cache_[p * 2 * half + half + i] = (float)std::sin(a);
+      }
+  }
+  const float* tab = rope_cache_.data();
   const bool parallel = (size_t)rows * heads * s.D >= 16384;
 #pragma omp parallel for num_threads(threads_) schedule(static) if (parallel)
   for (int r = 0; r < rows; ++r) {
-    float cs[512], sn[512];
-    TANDEM_CHECK(half <= 512);
-    for (int i = 0; i < half; ++i) {
-      double a = (double)pos[r] * std::pow((double)theta, -2.0 * i / s.D);
-      cs[i] = (float)std::cos(a);
-      sn[i] = (float)std::sin(a);
-    }
-    rotate_row(qkv + (size_t)r * stride, heads, s.D, cs, sn);
+    const float* cs = tab + (size_t)pos[r] * 2 * half;
+    rotate_row(qkv + (size_t)r * stride, heads, s.D, cs, cs + half);
   }
 }
 

@@ -2,7 +2,7 @@
 #include <algorithm>
 
 #include "tandem/backend/cpu/cpu_backend.h"
-#include "tandem/backend/cpu/vexp.h"
+#include "tandem/core/vexp.h"
 
 namespace tandem {
 namespace {
@@ -11,7 +11,7 @@ constexpr int kBlock = 256;  // sigmoid computed a block at a time into a stack 
 // s[i] = sigmoid(g[i]) for i < n
 inline void sigmoid(float* s, const float* g, int n) {
   for (int i = 0; i < n; ++i) s[i] = -g[i];
-  cpu::exp_inplace(s, n);
+  simd::exp_inplace(s, n);
   for (int i = 0; i < n; ++i) s[i] = 1.0f / (1.0f + s[i]);
 }
 }  // namespace

@@ -288,17 +288,17 @@ void wmatmul_quant(QVariant v, float* out, const float* x, const WMatrix& w, int
   const QW qw{w.type, static_cast<const uint8_t*>(w.data), w.scale, K, K / kQBlock,
               w.type == WType::Q8 ? (size_t)K * kQPanel : (size_t)K * kQPanel / 2};
   const int off = offset_of(w.type);
-  const int panels = (N + kQPanel - 1) / kQPanel, pairs = (panels + 1) / 2;
+  const int panels = (N + kQPanel - 1) / kQPanel;
 #pragma omp parallel num_threads(threads)
   {
 #pragma omp for schedule(static)
     for (int m = 0; m < M; ++m) quantize_row(qx, m, x + (size_t)m * K, off);
-    // Pairs of panels per thread; W panels outermost so they stay in cache while every row of
-    // x passes them.
+    // An even share of panels per thread, taken in pairs (a single one at the end of an odd
+    // share); W panels outermost so they stay in cache while every row of x passes them.
     const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int q0 = (int)((long)pairs * tid / nt), q1 = (int)((long)pairs * (tid + 1) / nt);
-    for (int q = q0; q < q1; ++q) {
-      const int p = 2 * q, np = std::min(2, panels - p), n0 = p * kQPanel;
+    const int p0 = (int)((long)panels * tid / nt), p1 = (int)((long)panels * (tid + 1) / nt);
+    for (int p = p0; p < p1; p += 2) {
+      const int np = std::min(2, p1 - p), n0 = p * kQPanel;
       const int nvalid = std::min(N - n0, np * kQPanel);
       for (int m = 0; m < M; m += 4) {
         const int mr = std::min(4, M - m);

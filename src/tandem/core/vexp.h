@@ -1,5 +1,5 @@
-// Vectorized exp for the CPU kernels (softmax, cross-entropy, SiLU): Cody-Waite range
-// reduction and a degree-6 polynomial, within ~2 ulp of expf over the range softmax uses.
+// Vectorized exp on the host (CPU softmax, cross-entropy and SiLU kernels; sampling):
+// Cody-Waite range reduction and a degree-6 polynomial, within ~2 ulp of expf over the range softmax uses.
 // One algorithm serves the AVX-512, AVX2 and scalar paths, so results do not depend on which
 // lanes an element lands in.
 #pragma once
@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace tandem::cpu {
+namespace tandem::simd {
 
 namespace vexp_detail {
 constexpr float kLog2e = 1.44269504088896341f;
@@ -123,6 +123,6 @@ inline void exp_inplace(float* x, int n) {
   for (; i < n; ++i) x[i] = exp_scalar(x[i]);
 }
 
-}  // namespace tandem::cpu
+}  // namespace tandem::simd
 
 #pragma GCC diagnostic pop
