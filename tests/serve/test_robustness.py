@@ -229,5 +229,48 @@ class Clients(unittest.TestCase):
             srv.stop()
 
 
+class Streaming(unittest.TestCase):
+    def stream(self, srv, body):
+        """POSTs a streaming completion; returns the text of each event that carries text."""
+        c = http.client.HTTPConnection(srv.host, srv.port, timeout=60)
+        c.request("POST", "/v1/completions", body=json.dumps(dict(body, stream=True)))
+        r = c.getresponse()
+        self.assertEqual(r.status, 200)
+        texts = []
+        for line in r:
+            line = line.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            for ch in json.loads(line[6:]).get("choices", []):
+                if ch.get("text"):
+                    texts.append(ch["text"])
+        c.close()
+        return texts
+
+    def test_stream_interval_batches_tokens_without_changing_text(self):
+        body = {"model": "m", "prompt": "And the", "max_tokens": 40, "temperature": 1.0,
+                "seed": 11, "stop": ["zzzz"]}
+        srv = Server("--stream-interval-ms", "300")
+        try:
+            texts = self.stream(srv, body)
+            status, data = srv.request("POST", "/v1/completions", body)
+            self.assertEqual(status, 200)
+            full = json.loads(data)
+            tokens = full["usage"]["completion_tokens"]
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        self.assertEqual("".join(texts), full["choices"][0]["text"])
+        # Generation takes far less than 300 ms here: the first token goes out at once and
+        # the rest together at the end, instead of one event per token.
+        self.assertGreaterEqual(tokens, 10)
+        self.assertLessEqual(len(texts), 3, texts)
+
+    def test_bad_stream_interval_is_rejected(self):
+        r = subprocess.run([BIN, "serve", "-c", MODEL, "--stream-interval-ms", "-1"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--stream-interval-ms", r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
