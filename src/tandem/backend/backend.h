@@ -69,6 +69,9 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // The precision the matmuls multiply in: "fp32", or "bf16" (inputs rounded to bf16, fp32
+  // accumulation and storage). The conformance suite picks its tolerances from it.
+  virtual std::string matmul_precision() const { return "fp32"; }
 
   // ---- memory --------------------------------------------------------------------------
   virtual void* alloc(size_t bytes) = 0;  // zero-filled, aligned to 64 bytes
@@ -200,7 +203,8 @@ class Backend {
                                int M, void* scratch) = 0;
 };
 
-// Registry: backends by name ("cpu", later "cuda"). threads <= 0 picks all cores.
+// Registry: backends by name ("cpu"; "cuda" and "cuda-fp32" when built with CUDA). threads <= 0
+// picks all cores (the CPU backend's thread count; GPU backends ignore it).
 std::unique_ptr<Backend> make_backend(const std::string& name, int threads);
 std::vector<std::string> backend_names();
 

@@ -6,6 +6,7 @@
 
 #include "tandem/backend/backend.h"
 #include "tandem/cli/commands.h"
+#include "tandem/conformance/cases.h"
 #include "tandem/conformance/conformance.h"
 #include "tandem/core/error.h"
 #include "tandem/core/fs.h"
@@ -17,7 +18,7 @@ void add_conformance(CLI::App& app, Action& action) {
   struct Args {
     std::string backend, config = "configs/tiny.toml", json;
     int threads = 0, steps = 50;
-    double tolerance = 1e-4;
+    double tolerance = -1;  // below 0: the default for the backend's matmul precision
     bool no_training = false;
   };
   auto a = std::make_shared<Args>();
@@ -29,7 +30,7 @@ void add_conformance(CLI::App& app, Action& action) {
   cmd->add_option("--threads", a->threads, "threads for both backends (0 = all cores)");
   cmd->add_option("--config", a->config, "run config for the training check")->capture_default_str();
   cmd->add_option("--steps", a->steps, "training steps compared")->capture_default_str();
-  cmd->add_option("--tolerance", a->tolerance, "largest relative loss difference accepted per step")->capture_default_str();
+  cmd->add_option("--tolerance", a->tolerance, "largest relative loss difference accepted per step (default 1e-4; 2e-2 for bf16 matmuls)");
   cmd->add_flag("--no-training", a->no_training, "kernel cases only");
   cmd->add_option("--json", a->json, "also write the report as JSON to this file");
   action = [a] {
@@ -41,12 +42,15 @@ void add_conformance(CLI::App& app, Action& action) {
     ConformanceReport rep;
     rep.backend = a->backend;
     rep.reference = "cpu (1 thread)";
+    rep.matmul_precision = test->matmul_precision();
+    const double tolerance =
+        a->tolerance >= 0 ? a->tolerance : conformance::training_tolerance(rep.matmul_precision);
     run_kernel_cases(*test, *ref, rep);
     if (!a->no_training) {
       if (!path_exists(a->config))
         fail("[conformance] training check: config '" + a->config +
              "' not found (pass --config FILE, or --no-training)");
-      rep.training = run_training_check(a->config, a->backend, a->threads, a->steps, a->tolerance);
+      rep.training = run_training_check(a->config, a->backend, a->threads, a->steps, tolerance);
     }
     std::printf("%s", rep.to_text().c_str());
     std::fflush(stdout);

@@ -13,6 +13,10 @@ namespace tandem::conformance {
 // Normalized-MSE thresholds for fp32 backends (docs/conformance.md explains the choice).
 enum ErrorClass { kExact, kElementwise, kReduction, kMatmul };
 double threshold_f32(ErrorClass e);
+// The threshold for a backend whose matmuls multiply in `matmul_precision` ("fp32", "bf16").
+double threshold_for(ErrorClass e, const std::string& matmul_precision);
+// The training check's default tolerance (largest relative loss difference per step).
+double training_tolerance(const std::string& matmul_precision);
 
 using Dims = std::vector<int>;
 struct KernelCases {

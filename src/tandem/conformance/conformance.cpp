@@ -29,6 +29,17 @@ double threshold_f32(ErrorClass e) {
     default: return 5e-4;
   }
 }
+
+double threshold_for(ErrorClass e, const std::string& matmul_precision) {
+  // bf16 matmuls round their inputs to 8 significant bits (relative error up to 2^-8 per
+  // operand): about 1e-5 normalized MSE on random data; the threshold leaves headroom.
+  if (matmul_precision == "bf16" && e == kMatmul) return 2e-3;
+  return threshold_f32(e);
+}
+
+double training_tolerance(const std::string& matmul_precision) {
+  return matmul_precision == "bf16" ? 2e-2 : 1e-4;
+}
 }  // namespace conformance
 
 namespace {
@@ -128,11 +139,14 @@ void run_kernel_cases(Backend& test, Backend& ref, ConformanceReport& report) {
         r.kernel = k.kernel;
         r.shape = dims_label(k.shapes[si]);
         if (poison) r.shape.append(" nan/inf");
-        r.threshold = conformance::threshold_f32(k.error);
+        r.threshold = conformance::threshold_for(k.error, test.matmul_precision());
         if (k.weight_dim >= 0) {
           const WType t = static_cast<WType>(k.shapes[si][k.weight_dim]);
           r.dtype = t == WType::Q8 ? "q8" : t == WType::Q4 ? "q4" : "f32";
         }
+        if (k.error == conformance::kMatmul && test.matmul_precision() != "fp32" &&
+            (r.dtype.empty() || r.dtype == "f32"))
+          r.dtype = test.matmul_precision();
         bool g_ref = true, g1 = true, g2 = true, g3 = true;
         double ms_ref = 0, ms1 = 0, ms2 = 0, ms3 = 0;
         const Results want = run_once(ref, k, k.shapes[si], seed, poison, g_ref, ms_ref);
@@ -218,6 +232,7 @@ nlohmann::json ConformanceReport::to_json() const {
   nlohmann::json j;
   j["backend"] = backend;
   j["reference"] = reference;
+  j["matmul_precision"] = matmul_precision;
   j["verdict"] = pass() ? "pass" : "fail";
   for (const auto& c : cases)
     j["cases"].push_back({{"kernel", c.kernel},       {"shape", c.shape},
@@ -256,8 +271,11 @@ std::string ConformanceReport::to_text() const {
   } else {
     o << "training: not run\n";
   }
-  std::snprintf(buf, sizeof buf, "verdict: %s (%zu kernel cases, %d failed) for backend '%s' against '%s'\n",
-                pass() ? "PASS" : "FAIL", cases.size(), failed, backend.c_str(), reference.c_str());
+  std::snprintf(buf, sizeof buf,
+                "verdict: %s (%zu kernel cases, %d failed) for backend '%s' (%s matmuls) against "
+                "'%s'\n",
+                pass() ? "PASS" : "FAIL", cases.size(), failed, backend.c_str(),
+                matmul_precision.c_str(), reference.c_str());
   o << buf;
   return o.str();
 }

@@ -33,7 +33,7 @@ struct TrainingCheck {
 };
 
 struct ConformanceReport {
-  std::string backend, reference;
+  std::string backend, reference, matmul_precision = "fp32";
   std::vector<CaseResult> cases;
   TrainingCheck training;
   bool pass() const;

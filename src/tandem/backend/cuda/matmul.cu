@@ -1,0 +1,108 @@
+// CUDA backend: matmuls on cuBLAS (bf16 tensor cores with fp32 accumulation, or fp32), and the
+// inference matmul against stored weights: fp32 panels as a strided batch of GEMMs, int8/4-bit
+// blocks with the CPU's exact arithmetic (activations quantized per block of 32, an exact
+// integer dot per block, one fused multiply-add per block), so q8/q4 results match the CPU.
+#include <cstdint>
+
+#include "tandem/backend/cuda/cuda_impl.h"
+#include "tandem/core/error.h"
+
+namespace tandem::cuda {
+namespace {
+
+// One warp per (row, block of 32): scale = max|x| / 127, q = round-to-nearest-even(x / scale).
+__global__ void k_quantize_rows(int8_t* q, float* d, const float* x, int M, int K) {
+  const int nb = K / kQBlock;
+  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
+  if (warp >= M * nb) return;
+  const int m = warp / nb, b = warp % nb;
+  const float v = x[(size_t)m * K + b * kQBlock + lane];
+  float amax = fabsf(v);
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float s = __fdiv_rn(amax, 127.f), inv = s > 0.f ? __fdiv_rn(1.f, s) : 0.f;
+  q[(size_t)m * K + b * kQBlock + lane] = (int8_t)rintf(__fmul_rn(v, inv));
+  if (lane == 0) d[(size_t)m * nb + b] = s;
+}
+
+__device__ __forceinline__ int stored_q(const uint8_t* panel, bool q8, int r, int k) {
+  if (q8) return panel[(size_t)(k / 4) * 64 + r * 4 + k % 4];
+  const int b = k / kQBlock, g = (k % kQBlock) / 4;
+  const uint8_t byte = panel[(size_t)b * 256 + (g / 2) * 64 + r * 4 + k % 4];
+  return g % 2 == 0 ? (byte & 0x0F) : (byte >> 4);
+}
+
+__global__ void k_wmatmul_quant(float* out, const int8_t* xq, const float* xd,
+                                const uint8_t* w, const float* wscale, int M, int N, int K,
+                                bool q8) {
+  const int n = blockIdx.x * blockDim.x + threadIdx.x, m = blockIdx.y;
+  if (n >= N || m >= M) return;
+  const int nb = K / kQBlock, p = n / kQPanel, r = n % kQPanel, off = q8 ? 128 : 8;
+  const uint8_t* panel = w + (size_t)p * (q8 ? (size_t)K * 16 : (size_t)K * 8);
+  const float* sc = wscale + (size_t)p * nb * kQPanel;
+  const int8_t* xr = xq + (size_t)m * K;
+  float acc = 0.f;
+  for (int b = 0; b < nb; ++b) {
+    int32_t isum = 0;
+    for (int j = 0; j < kQBlock; ++j) {
+      const int k = b * kQBlock + j;
+      isum += (stored_q(panel, q8, r, k) - off) * xr[k];
+    }
+    const float s = __fmul_rn(xd[(size_t)m * nb + b], sc[b * kQPanel + r]);
+    acc = __fmaf_rn((float)isum, s, acc);
+  }
+  out[(size_t)m * N + n] = acc;
+}
+
+}  // namespace
+
+// Row-major out (M, N) = x (M, K) · W (N, K)ᵀ is column-major outᵀ = W-view(K×N)ᵀ · x-view.
+void CudaBackend::matmul_forward(float* out, const float* x, const float* w, int M, int N, int K) {
+  if (M == 0 || N == 0) return;
+  gemm(true, false, N, M, K, w, K, x, K, 0.f, out, N);
+}
+
+void CudaBackend::matmul_backward(float* dx, float* dw, const float* dout, const float* x,
+                                  const float* w, int M, int N, int K) {
+  if (M == 0 || N == 0 || K == 0) return;
+  // dx (M, K) = dout (M, N) · W (N, K)
+  gemm(false, false, K, M, N, w, K, dout, N, 0.f, dx, K);
+  // dW (N, K) += dout (M, N)ᵀ · x (M, K)
+  gemm(false, true, K, N, M, x, K, dout, N, 1.f, dw, K);
+}
+
+void CudaBackend::wmatmul_forward(float* out, const float* x, const WMatrix& w, int M,
+                                  void* scratch) {
+  const int N = w.N, K = w.K;
+  TANDEM_CHECK(M >= 0 && N > 0 && K > 0);
+  if (M == 0) return;
+  if (w.type == WType::F32) {
+    // Panel p (16 rows, k-major) is a column-major 16 x K matrix with leading dimension 16;
+    // its outputs are columns 16p.. of out, so the panels form one strided batch.
+    const float* W = static_cast<const float*>(w.data);
+    const int full = N / kF32Panel, tail = N % kF32Panel;
+    const float alpha = 1.f, beta = 0.f;
+    const cublasComputeType_t ct =
+        matmul_precision() == "bf16" ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+    if (full > 0)
+      TANDEM_CU(cublasGemmStridedBatchedEx(
+          blas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, kF32Panel, M, K, &alpha, W, CUDA_R_32F,
+          kF32Panel, (long long)kF32Panel * K, x, CUDA_R_32F, K, 0, &beta, out, CUDA_R_32F, N,
+          kF32Panel, full, ct, CUBLAS_GEMM_DEFAULT));
+    if (tail > 0)
+      gemm(false, false, tail, M, K, W + (size_t)full * kF32Panel * K, kF32Panel, x, K, 0.f,
+           out + (size_t)full * kF32Panel, N);
+    return;
+  }
+  TANDEM_CHECK(K % kQBlock == 0 && scratch != nullptr && w.scale != nullptr);
+  int8_t* xq = static_cast<int8_t*>(scratch);
+  float* xd = reinterpret_cast<float*>(static_cast<char*>(scratch) + (((size_t)M * K + 63) / 64) * 64);
+  const int warps = M * (K / kQBlock);
+  k_quantize_rows<<<blocks_for((size_t)warps * 32, 256), 256>>>(xq, xd, x, M, K);
+  TANDEM_CU_LAUNCHED();
+  const dim3 grid(blocks_for(N, 128), M);
+  k_wmatmul_quant<<<grid, 128>>>(out, xq, xd, static_cast<const uint8_t*>(w.data), w.scale, M, N,
+                                 K, w.type == WType::Q8);
+  TANDEM_CU_LAUNCHED();
+}
+
+}  // namespace tandem::cuda
