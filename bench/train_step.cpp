@@ -1,8 +1,10 @@
 // Times Tandem training steps (forward + backward + AdamW) of a config on random tokens and
 // prints tokens/s, achieved FLOP/s as a fraction of the measured fp32 peak, and where the
-// time goes per kernel family (with --profile).
+// time goes per kernel family (with --profile). On a GPU backend (--backend cuda) it reports
+// model FLOP utilization against the device's dense peak (--peak-tflops, default 989.4: the
+// H100 SXM's bf16 dense rate) and against the matmul rate measured on it (a 4096^3 matmul).
 //   train_step CONFIG.toml [--batch B] [--seq T] [--steps N] [--warmup W] [--threads K]
-//              [--profile]
+//              [--profile] [--backend NAME] [--peak-tflops X]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -32,6 +34,8 @@ int main(int argc, char** argv) {
     RunConfig cfg = load_run_config(argv[1]);
     int B = cfg.train.batch_size, T = cfg.train.seq_len, steps = 10, warmup = 2, threads = 2;
     bool profile = false;
+    std::string backend = cfg.train.backend;
+    double peak_tflops = 989.4;
     for (int i = 2; i < argc; ++i) {
       std::string a = argv[i];
       auto next = [&] { return i + 1 < argc ? std::atoi(argv[++i]) : 0; };
@@ -47,10 +51,14 @@ int main(int argc, char** argv) {
         threads = next();
       else if (a == "--profile")
         profile = true;
+      else if (a == "--backend" && i + 1 < argc)
+        backend = argv[++i];
+      else if (a == "--peak-tflops" && i + 1 < argc)
+        peak_tflops = std::atof(argv[++i]);
       else
         fail("unknown argument '" + a + "'");
     }
-    auto cpu = make_backend(cfg.train.backend, threads);
+    auto cpu = make_backend(backend, threads);
     bench::ProfilingBackend prof(*cpu);
     Backend& be = profile ? static_cast<Backend&>(prof) : *cpu;
     Llama model(cfg.model, be);
@@ -84,6 +92,39 @@ int main(int argc, char** argv) {
     double med = times[times.size() / 2];
     double tps = B * T / med;
     double flops = tps * cfg.model.train_flops_per_token(T);
+    if (backend != "cpu") {
+      // The device's own matmul rate: a square 4096 matmul, median of 5 after a warmup.
+      const int n = 4096;
+      float* a = static_cast<float*>(cpu->alloc((size_t)n * n * 4));
+      float* w = static_cast<float*>(cpu->alloc((size_t)n * n * 4));
+      float* o = static_cast<float*>(cpu->alloc((size_t)n * n * 4));
+      std::vector<double> mt;
+      for (int r = 0; r < 6; ++r) {
+        cpu->synchronize();
+        auto t0 = std::chrono::steady_clock::now();
+        cpu->matmul_forward(o, a, w, n, n, n);
+        cpu->synchronize();
+        if (r > 0)
+          mt.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(mt.begin(), mt.end());
+      const double mm_rate = 2.0 * n * n * n / mt[mt.size() / 2];
+      cpu->release(a);
+      cpu->release(w);
+      cpu->release(o);
+      std::printf("config %s on %s (%s matmuls): batch %d x %d tokens, %lld params\n", argv[1],
+                  backend.c_str(), cpu->matmul_precision().c_str(), B, T,
+                  (long long)cfg.model.num_params());
+      std::printf("tandem: median step %.4f s, %.0f tokens/s, %.1f TFLOP/s\n", med, tps,
+                  flops / 1e12);
+      std::printf("  MFU %.1f%% of the %.1f TFLOP/s dense peak; %.1f%% of the measured matmul "
+                  "rate %.1f TFLOP/s\n",
+                  100 * flops / (peak_tflops * 1e12), peak_tflops, 100 * flops / mm_rate,
+                  mm_rate / 1e12);
+      std::printf("RESULT tokens_per_s=%.1f step_s=%.5f mfu=%.4f mfu_measured=%.4f\n", tps, med,
+                  flops / (peak_tflops * 1e12), flops / mm_rate);
+      return 0;
+    }
     double peak = bench::measure_peak_flops(threads);
     std::printf("config %s: batch %d x %d tokens, %d threads, %lld params\n", argv[1], B, T,
                 threads, (long long)cfg.model.num_params());
