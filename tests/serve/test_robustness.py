@@ -183,8 +183,11 @@ class Clients(unittest.TestCase):
         srv = Server("--parallel", "2")
         try:
             s = socket.create_connection((srv.host, srv.port))
-            body = json.dumps({"model": "m", "prompt": "And", "max_tokens": 120, "stream": True,
-                               "stop": ["zzzzzz"], "temperature": 1, "seed": 1}).encode()
+            # Four choices on two slots: far more work than the server can finish before it
+            # notices the client is gone, however fast the machine.
+            body = json.dumps({"model": "m", "prompt": "And", "max_tokens": 120, "n": 4,
+                               "stream": True, "stop": ["zzzzzz"], "temperature": 1,
+                               "seed": 1}).encode()
             s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
                       b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             s.recv(100)  # headers have started: generation is under way
@@ -192,8 +195,8 @@ class Clients(unittest.TestCase):
             deadline = time.time() + 20
             while time.time() < deadline and srv.metric("tandem_cancelled_sequences_total") < 1:
                 time.sleep(0.05)
-            self.assertEqual(srv.metric("tandem_cancelled_sequences_total"), 1)
-            self.assertLess(srv.metric("tandem_generated_tokens_total"), 120)
+            self.assertGreaterEqual(srv.metric("tandem_cancelled_sequences_total"), 1)
+            self.assertLess(srv.metric("tandem_generated_tokens_total"), 4 * 120)
             self.assertEqual(srv.metric("tandem_active_sequences"), 0)
             self.assertTrue(ok_completion(srv))
         finally:
