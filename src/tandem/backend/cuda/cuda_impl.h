@@ -77,6 +77,10 @@ class CudaBackend final : public Backend {
             int ldb, float beta, float* C, int ldc);
 
   cublasHandle_t blas_handle() const { return blas_; }
+  // cuBLAS compute type of this backend's matmuls.
+  cublasComputeType_t compute_type() const {
+    return bf16_ ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+  }
 
   // Small per-row tables of an inference step (positions, slots) copied to the device.
   int32_t* upload_meta(const int32_t* host, size_t count);

@@ -81,13 +81,11 @@ void CudaBackend::wmatmul_forward(float* out, const float* x, const WMatrix& w, 
     const float* W = static_cast<const float*>(w.data);
     const int full = N / kF32Panel, tail = N % kF32Panel;
     const float alpha = 1.f, beta = 0.f;
-    const cublasComputeType_t ct =
-        matmul_precision() == "bf16" ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
     if (full > 0)
       TANDEM_CU(cublasGemmStridedBatchedEx(
           blas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, kF32Panel, M, K, &alpha, W, CUDA_R_32F,
           kF32Panel, (long long)kF32Panel * K, x, CUDA_R_32F, K, 0, &beta, out, CUDA_R_32F, N,
-          kF32Panel, full, ct, CUBLAS_GEMM_DEFAULT));
+          kF32Panel, full, compute_type(), CUBLAS_GEMM_DEFAULT));
     if (tail > 0)
       gemm(false, false, tail, M, K, W + (size_t)full * kF32Panel * K, kF32Panel, x, K, 0.f,
            out + (size_t)full * kF32Panel, N);

@@ -88,10 +88,9 @@ int32_t* CudaBackend::upload_meta(const int32_t* host, size_t count) {
 void CudaBackend::gemm(bool ta, bool tb, int m, int n, int k, const float* A, int lda,
                        const float* B, int ldb, float beta, float* C, int ldc) {
   const float alpha = 1.f;
-  const cublasComputeType_t ct = bf16_ ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
   TANDEM_CU(cublasGemmEx(blas_, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
                          m, n, k, &alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, &beta, C,
-                         CUDA_R_32F, ldc, ct, CUBLAS_GEMM_DEFAULT));
+                         CUDA_R_32F, ldc, compute_type(), CUBLAS_GEMM_DEFAULT));
 }
 
 
