@@ -102,7 +102,7 @@ const std::vector<KernelCases>& all_cases() {
          c.time([&] { c.be().rope(qkv, s, d[5], 10000.f, d[6] != 0); });
        }},
       {"attention_forward", kMatmul,
-       {{1, 1, 1, 1, 1}, {2, 7, 4, 2, 5}, {1, 33, 3, 1, 16}, {1, 64, 6, 6, 48}},
+       {{1, 1, 1, 1, 1}, {2, 7, 4, 2, 5}, {1, 33, 3, 1, 16}, {1, 64, 6, 6, 48}, {2, 130, 4, 2, 64}},
        [](Ctx& c, const Dims& d) {
          const AttnShape s = attn(d[0], d[1], d[2], d[3], d[4]);
          float* qkv = c.input((size_t)s.B * s.T * s.qkv_stride());
@@ -111,7 +111,7 @@ const std::vector<KernelCases>& all_cases() {
          c.time([&] { c.be().attention_forward(out, lse, qkv, s); });
        }},
       {"attention_backward", kMatmul,
-       {{1, 1, 1, 1, 1}, {2, 7, 4, 2, 5}, {1, 33, 3, 1, 16}, {1, 64, 6, 6, 48}},
+       {{1, 1, 1, 1, 1}, {2, 7, 4, 2, 5}, {1, 33, 3, 1, 16}, {1, 64, 6, 6, 48}, {2, 130, 4, 2, 64}},
        [](Ctx& c, const Dims& d) {
          const AttnShape s = attn(d[0], d[1], d[2], d[3], d[4]);
          const size_t nq = (size_t)s.B * s.T * s.qkv_stride(), no = (size_t)s.B * s.T * s.H * s.D;

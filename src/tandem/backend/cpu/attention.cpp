@@ -142,6 +142,34 @@ std::vector<float>& scratch(size_t n) {
 
 }  // namespace
 
+// out[t] = sum over j <= r0 + t of P[t][j] * X[j] for the rows t < rows of a row block starting
+// at r0: a GEMM over the keys before the block, then the block's own causal triangle one row at
+// a time. The masked entries are never multiplied, so a NaN in a row of X reaches only the
+// outputs that depend on it (0 * NaN would spread it through the whole block).
+static void causal_block_product(float* out, int ldo, const float* P, int ldp, const float* X, int ldx,
+                                 int r0, int rows, int D) {
+  if (r0 > 0)
+    blas::sgemm(false, false, rows, D, r0, 1.f, P, ldp, X, ldx, 0.f, out, ldo);
+  else
+    for (int t = 0; t < rows; ++t) std::memset(out + (size_t)t * ldo, 0, sizeof(float) * D);
+  for (int t = 0; t < rows; ++t)
+    for (int j = r0; j <= r0 + t; ++j)
+      axpy(out + (size_t)t * ldo, P[(size_t)t * ldp + j], X + (size_t)j * ldx, D);
+}
+
+// The transposed form for the key gradients: out[j] += sum over t >= j of P[t][j] * X[t] for the
+// keys j of a column block [c0, c0 + cols), over the rows t < T.
+static void causal_block_product_t(float* out, int ldo, const float* P, int ldp, const float* X, int ldx,
+                                   int c0, int cols, int T, int D) {
+  const int c1 = c0 + cols;
+  for (int j = c0; j < c1; ++j)
+    for (int t = j; t < c1; ++t)
+      axpy(out + (size_t)(j - c0) * ldo, P[(size_t)t * ldp + j], X + (size_t)t * ldx, D);
+  if (T > c1)
+    blas::sgemm(true, false, cols, D, T - c1, 1.f, P + (size_t)c1 * ldp + c0, ldp,
+                X + (size_t)c1 * ldx, ldx, 1.f, out, ldo);
+}
+
 // Training attention works per (batch, head) on whole score matrices with single-threaded
 // GEMMs (threads take different heads). Rows are handled in blocks of kRowBlock so the score
 // GEMMs skip most of the causally masked upper triangle.
@@ -176,9 +204,10 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, con
           for (int j = t + 1; j < r1; ++j) row[j] = 0.f;
           L[t] = mx + std::log(sum);
         }
-        // O[r0:r1] = P[r0:r1, 0:r1] V[0:r1]
-        blas::sgemm(false, false, rows, D, r1, 1.f, S + (size_t)r0 * T, T, Vv, stride, 0.f,
-                    O + (size_t)r0 * HD, HD);
+        // O[r0:r1] = P[r0:r1, 0:r1] V[0:r1]: a GEMM below the diagonal block, and the
+        // diagonal block's lower triangle row by row
+        causal_block_product(O + (size_t)r0 * HD, HD, S + (size_t)r0 * T, T, Vv, stride, r0,
+                             rows, D);
       }
     }
   }
@@ -230,21 +259,19 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
           for (int j = 0; j <= t; ++j) ds[j] = prow[j] * (ds[j] - Dt) * scale;
           for (int j = t + 1; j < rend; ++j) ds[j] = 0.f;
         }
-        // Column blocks: keys [c0, c1) receive gradient only from queries t >= c0.
+        // Column blocks: keys [c0, c1) receive gradient only from queries t >= their own.
         for (int c0 = 0; c0 < T; c0 += kRowBlock) {
-          const int c1 = std::min(T, c0 + kRowBlock), cols = c1 - c0, rows = T - c0;
-          // dV[c0:c1] += P[c0:T, c0:c1]^T dO[c0:T]
-          blas::sgemm(true, false, cols, D, rows, 1.f, P + (size_t)c0 * T + c0, T,
-                      dO + (size_t)c0 * HD, HD, 1.f, dV + (size_t)c0 * stride, stride);
-          // dK[c0:c1] += dS[c0:T, c0:c1]^T Q[c0:T]
-          blas::sgemm(true, false, cols, D, rows, 1.f, dP + (size_t)c0 * T + c0, T,
-                      Q + (size_t)c0 * stride, stride, 1.f, dK + (size_t)c0 * stride, stride);
+          const int cols = std::min(T, c0 + kRowBlock) - c0;
+          // dV[c0:c1] += P[:, c0:c1]^T dO;  dK[c0:c1] += dS[:, c0:c1]^T Q
+          causal_block_product_t(dV + (size_t)c0 * stride, stride, P, T, dO, HD, c0, cols, T, D);
+          causal_block_product_t(dK + (size_t)c0 * stride, stride, dP, T, Q, stride, c0, cols, T,
+                                 D);
         }
         // dQ[r0:r1] = dS[r0:r1, 0:r1] K[0:r1]
         for (int r0 = 0; r0 < T; r0 += kRowBlock) {
-          const int r1 = std::min(T, r0 + kRowBlock), rows = r1 - r0;
-          blas::sgemm(false, false, rows, D, r1, 1.f, dP + (size_t)r0 * T, T, K, stride, 0.f,
-                      dQ + (size_t)r0 * stride, stride);
+          const int rows = std::min(T, r0 + kRowBlock) - r0;
+          causal_block_product(dQ + (size_t)r0 * stride, stride, dP + (size_t)r0 * T, T, K, stride,
+                               r0, rows, D);
         }
       }
     }

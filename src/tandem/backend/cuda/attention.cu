@@ -1,9 +1,12 @@
-// CUDA backend: causal grouped-query attention, flash-style. One warp owns one query row: it
-// walks the keys 32 at a time with an online softmax (running max and sum), so no T x T score
-// matrix is ever stored; the backward recomputes probabilities from the saved log-sum-exp.
+// CUDA backend: causal grouped-query attention, flash-style: no T x T score matrix is ever
+// stored, and the backward recomputes probabilities from the saved log-sum-exp. Head
+// dimensions that are multiples of 16 (up to 128) run tiled kernels (64 x 64 score tiles in
+// shared memory); others, and the KV-cache kernels, use one warp per query row, which walks
+// the keys 32 at a time with an online softmax (running max and sum).
 // dQ is gathered per query and dK/dV per key (looping over the queries that see it), so no
 // gradient is accumulated with atomics and every result is bit-stable.
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "tandem/backend/cuda/cuda_impl.h"
@@ -219,6 +222,409 @@ __global__ void k_kv_attend(float* out, const float* kcache, const float* vcache
               kcache + base + g * D, vcache + base + g * D, kvw, n, D, scale);
 }
 
+// ---- Tiled attention for head dimensions 16, 32, ..., 128 (D = 16 * DC) ----
+// A block of 256 threads (16 x 16) owns a 64 x 64 tile of scores: thread (ty, tx) holds rows
+// ty + 16 i and columns tx + 16 j (i, j < 4), so shared-memory reads of the other operand's
+// rows are conflict-free (rows padded to D + 1) and a row's 16 owners sit in one half-warp.
+// Queries, keys and values are staged through shared memory once per tile and the score
+// tile never leaves the chip. Masked entries are selected away, never multiplied by zero, so
+// a NaN in a key, value, query or gradient reaches exactly the outputs that depend on it.
+// Every sum runs in a fixed order: the results are bit-stable.
+constexpr int kTile = 64, kTileThreads = 256;
+
+__device__ __forceinline__ float half_warp_max(float v) {
+  for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFull, v, o));
+  return v;
+}
+__device__ __forceinline__ float half_warp_sum(float v) {
+  for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  return v;
+}
+
+// Copies rows [t0, t0 + 64) of a (row stride `stride`) D-wide slice into a 64 x ld tile,
+// zeros past T.
+template <int D>
+__device__ __forceinline__ void load_tile(float* dst, int ld, const float* src, size_t stride,
+                                          int t0, int T) {
+  for (int i = threadIdx.x; i < kTile * D; i += kTileThreads) {
+    const int r = i / D, c = i % D;
+    dst[r * ld + c] = t0 + r < T ? src[(size_t)(t0 + r) * stride + c] : 0.f;
+  }
+}
+
+template <int DC>
+__global__ void __launch_bounds__(kTileThreads)
+    k_attn_fwd_tiled(float* out, float* lse, const float* qkv, int T, int H, int Hkv,
+                     float scale) {
+  constexpr int D = 16 * DC, LD = D + 1;
+  extern __shared__ float sm[];
+  float *Qs = sm, *Ks = Qs + kTile * LD, *Vs = Ks + kTile * LD, *Ps = Vs + kTile * LD;
+  const int qt = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / Hkv);
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, q0 = qt * kTile;
+  const size_t stride = (size_t)(H + 2 * Hkv) * D;
+  const float* base = qkv + (size_t)b * T * stride;
+  load_tile<D>(Qs, LD, base + h * D, stride, q0, T);
+  float acc[4][DC], m[4], l[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    m[i] = -INFINITY;
+    l[i] = 0.f;
+#pragma unroll
+    for (int c = 0; c < DC; ++c) acc[i][c] = 0.f;
+  }
+  for (int kt = 0; kt <= qt; ++kt) {
+    const int k0 = kt * kTile;
+    const bool diag = kt == qt;
+    __syncthreads();  // the previous tile's Ks, Vs, Ps are consumed
+    load_tile<D>(Ks, LD, base + (H + g) * D, stride, k0, T);
+    load_tile<D>(Vs, LD, base + (H + Hkv + g) * D, stride, k0, T);
+    __syncthreads();
+    float s[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) s[i][j] = 0.f;
+#pragma unroll 8
+    for (int d = 0; d < D; ++d) {
+      float qv[4], kv[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) qv[i] = Qs[(ty + 16 * i) * LD + d];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) kv[j] = Ks[(tx + 16 * j) * LD + d];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) s[i][j] = fmaf(qv[i], kv[j], s[i][j]);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = ty + 16 * i;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int c = tx + 16 * j;
+        s[i][j] = (diag && c > r) ? -INFINITY : s[i][j] * scale;
+        mx = fmaxf(mx, s[i][j]);
+      }
+      const float m_new = fmaxf(m[i], half_warp_max(mx));
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float p = s[i][j] == -INFINITY ? 0.f : expf(s[i][j] - m_new);
+        Ps[r * 65 + tx + 16 * j] = p;
+        sum += p;
+      }
+      const float corr = m[i] == -INFINITY ? 0.f : expf(m[i] - m_new);
+      l[i] = l[i] * corr + half_warp_sum(sum);
+      m[i] = m_new;
+#pragma unroll
+      for (int c = 0; c < DC; ++c) acc[i][c] *= corr;
+    }
+    __syncthreads();
+    // acc += P V, skipping the keys a row must not see (0 * NaN would leak)
+    for (int j = 0; j < kTile; ++j) {
+      float vv[DC];
+#pragma unroll
+      for (int c = 0; c < DC; ++c) vv[c] = Vs[j * LD + tx + 16 * c];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        if (diag && j > ty + 16 * i) continue;
+        const float p = Ps[(ty + 16 * i) * 65 + j];
+#pragma unroll
+        for (int c = 0; c < DC; ++c) acc[i][c] = fmaf(p, vv[c], acc[i][c]);
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int t = q0 + ty + 16 * i;
+    if (t >= T) continue;
+    float* o = out + ((size_t)(b * T + t) * H + h) * D;
+#pragma unroll
+    for (int c = 0; c < DC; ++c) o[tx + 16 * c] = acc[i][c] / l[i];
+    if (tx == 0) lse[((size_t)b * H + h) * T + t] = m[i] + logf(l[i]);
+  }
+}
+
+// Per row t of a 64-query tile of head h: Di = dO_t . O_t, and the row's log-sum-exp.
+template <int D>
+__device__ __forceinline__ void load_row_stats(float* Ds, float* Ls, const float* dout,
+                                               const float* out, const float* lse, int b, int h,
+                                               int H, int T, int q0) {
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int r = w; r < kTile; r += kTileThreads / 32) {
+    const int t = q0 + r;
+    float v = 0.f;
+    if (t < T) {
+      const size_t row = ((size_t)(b * T + t) * H + h) * D;
+      for (int d = lane; d < D; d += 32) v += dout[row + d] * out[row + d];
+    }
+    v = warp_sum(v);
+    if (lane == 0) {
+      Ds[r] = v;
+      Ls[r] = t < T ? lse[((size_t)b * H + h) * T + t] : 0.f;
+    }
+  }
+}
+
+// dQ of a 64-query tile: sum over key tiles of dS K, dS = P (dO V^T - Di).
+template <int DC>
+__global__ void __launch_bounds__(kTileThreads)
+    k_attn_dq_tiled(float* dqkv, const float* dout, const float* qkv, const float* out,
+                    const float* lse, int T, int H, int Hkv, float scale) {
+  constexpr int D = 16 * DC, LD = D + 1;
+  extern __shared__ float sm[];
+  float *Qs = sm, *dOs = Qs + kTile * LD, *Ks = dOs + kTile * LD, *Vs = Ks + kTile * LD;
+  float *Ss = Vs + kTile * LD, *Ds = Ss + kTile * 65, *Ls = Ds + kTile;
+  const int qt = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / Hkv);
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, q0 = qt * kTile;
+  const size_t stride = (size_t)(H + 2 * Hkv) * D;
+  const float* base = qkv + (size_t)b * T * stride;
+  load_tile<D>(Qs, LD, base + h * D, stride, q0, T);
+  load_tile<D>(dOs, LD, dout + ((size_t)b * T * H + h) * D, (size_t)H * D, q0, T);
+  load_row_stats<D>(Ds, Ls, dout, out, lse, b, h, H, T, q0);
+  float acc[4][DC];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int c = 0; c < DC; ++c) acc[i][c] = 0.f;
+  for (int kt = 0; kt <= qt; ++kt) {
+    const int k0 = kt * kTile;
+    const bool diag = kt == qt;
+    __syncthreads();
+    load_tile<D>(Ks, LD, base + (H + g) * D, stride, k0, T);
+    load_tile<D>(Vs, LD, base + (H + Hkv + g) * D, stride, k0, T);
+    __syncthreads();
+    float s[4][4], dp[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) s[i][j] = dp[i][j] = 0.f;
+#pragma unroll 4
+    for (int d = 0; d < D; ++d) {
+      float qv[4], ov[4], kv[4], vv[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        qv[i] = Qs[(ty + 16 * i) * LD + d];
+        ov[i] = dOs[(ty + 16 * i) * LD + d];
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        kv[j] = Ks[(tx + 16 * j) * LD + d];
+        vv[j] = Vs[(tx + 16 * j) * LD + d];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          s[i][j] = fmaf(qv[i], kv[j], s[i][j]);
+          dp[i][j] = fmaf(ov[i], vv[j], dp[i][j]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = ty + 16 * i;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int c = tx + 16 * j;
+        const bool masked = (diag && c > r) || q0 + r >= T;
+        Ss[r * 65 + c] =
+            masked ? 0.f : expf(s[i][j] * scale - Ls[r]) * (dp[i][j] - Ds[r]);
+      }
+    }
+    __syncthreads();
+    for (int j = 0; j < kTile; ++j) {
+      float kv[DC];
+#pragma unroll
+      for (int c = 0; c < DC; ++c) kv[c] = Ks[j * LD + tx + 16 * c];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        if (diag && j > ty + 16 * i) continue;
+        const float ds = Ss[(ty + 16 * i) * 65 + j];
+#pragma unroll
+        for (int c = 0; c < DC; ++c) acc[i][c] = fmaf(ds, kv[c], acc[i][c]);
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int t = q0 + ty + 16 * i;
+    if (t >= T) continue;
+    float* dq = dqkv + (size_t)(b * T + t) * stride + h * D;
+#pragma unroll
+    for (int c = 0; c < DC; ++c) dq[tx + 16 * c] = acc[i][c] * scale;
+  }
+}
+
+// dK and dV of a 64-key tile of kv head g: sums over the group's heads and the query tiles
+// at or after it. Thread (ty, tx) holds keys ty + 16 i and queries tx + 16 j.
+template <int DC>
+__global__ void __launch_bounds__(kTileThreads)
+    k_attn_dkv_tiled(float* dqkv, const float* dout, const float* qkv, const float* out,
+                     const float* lse, int T, int H, int Hkv, float scale) {
+  constexpr int D = 16 * DC, LD = D + 1;
+  extern __shared__ float sm[];
+  float *Ks = sm, *Vs = Ks + kTile * LD, *Qs = Vs + kTile * LD, *dOs = Qs + kTile * LD;
+  float *Ps = dOs + kTile * LD, *Ss = Ps + kTile * 65, *Ds = Ss + kTile * 65, *Ls = Ds + kTile;
+  const int kt = blockIdx.x, bg = blockIdx.y, b = bg / Hkv, g = bg % Hkv, group = H / Hkv;
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, k0 = kt * kTile;
+  const size_t stride = (size_t)(H + 2 * Hkv) * D;
+  const float* base = qkv + (size_t)b * T * stride;
+  load_tile<D>(Ks, LD, base + (H + g) * D, stride, k0, T);
+  load_tile<D>(Vs, LD, base + (H + Hkv + g) * D, stride, k0, T);
+  float dk[4][DC], dv[4][DC];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int c = 0; c < DC; ++c) dk[i][c] = dv[i][c] = 0.f;
+  const int ntiles = (T + kTile - 1) / kTile;
+  for (int h = g * group; h < (g + 1) * group; ++h) {
+    for (int qt = kt; qt < ntiles; ++qt) {
+      const int q0 = qt * kTile;
+      const bool diag = qt == kt;
+      __syncthreads();
+      load_tile<D>(Qs, LD, base + h * D, stride, q0, T);
+      load_tile<D>(dOs, LD, dout + ((size_t)b * T * H + h) * D, (size_t)H * D, q0, T);
+      load_row_stats<D>(Ds, Ls, dout, out, lse, b, h, H, T, q0);
+      __syncthreads();
+      float s[4][4], dp[4][4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) s[i][j] = dp[i][j] = 0.f;
+#pragma unroll 4
+      for (int d = 0; d < D; ++d) {
+        float kv[4], vv[4], qv[4], ov[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          kv[i] = Ks[(ty + 16 * i) * LD + d];
+          vv[i] = Vs[(ty + 16 * i) * LD + d];
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          qv[j] = Qs[(tx + 16 * j) * LD + d];
+          ov[j] = dOs[(tx + 16 * j) * LD + d];
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            s[i][j] = fmaf(kv[i], qv[j], s[i][j]);
+            dp[i][j] = fmaf(vv[i], ov[j], dp[i][j]);
+          }
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int r = ty + 16 * i;  // key
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int c = tx + 16 * j;  // query
+          const bool masked = (diag && c < r) || q0 + c >= T;
+          const float p = masked ? 0.f : expf(s[i][j] * scale - Ls[c]);
+          Ps[r * 65 + c] = p;
+          Ss[r * 65 + c] = masked ? 0.f : p * (dp[i][j] - Ds[c]);
+        }
+      }
+      __syncthreads();
+      for (int j = 0; j < kTile; ++j) {
+        float ov[DC], qv[DC];
+#pragma unroll
+        for (int c = 0; c < DC; ++c) {
+          ov[c] = dOs[j * LD + tx + 16 * c];
+          qv[c] = Qs[j * LD + tx + 16 * c];
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          if (diag && j < ty + 16 * i) continue;
+          const float p = Ps[(ty + 16 * i) * 65 + j], ds = Ss[(ty + 16 * i) * 65 + j];
+#pragma unroll
+          for (int c = 0; c < DC; ++c) {
+            dv[i][c] = fmaf(p, ov[c], dv[i][c]);
+            dk[i][c] = fmaf(ds, qv[c], dk[i][c]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int t = k0 + ty + 16 * i;
+    if (t >= T) continue;
+    float* dkp = dqkv + (size_t)(b * T + t) * stride + (H + g) * D;
+    float* dvp = dkp + Hkv * D;
+#pragma unroll
+    for (int c = 0; c < DC; ++c) {
+      dkp[tx + 16 * c] = dk[i][c] * scale;
+      dvp[tx + 16 * c] = dv[i][c];
+    }
+  }
+}
+
+constexpr size_t tiled_fwd_smem(int D) { return sizeof(float) * (3 * kTile * (D + 1) + kTile * 65); }
+constexpr size_t tiled_dq_smem(int D) {
+  return sizeof(float) * (4 * kTile * (D + 1) + kTile * 65 + 2 * kTile);
+}
+constexpr size_t tiled_dkv_smem(int D) {
+  return sizeof(float) * (4 * kTile * (D + 1) + 2 * kTile * 65 + 2 * kTile);
+}
+
+// Launches the tiled kernels for head dimension 16 * DC; each kernel's shared-memory limit is
+// raised once, on first use.
+template <int DC>
+void tiled_forward(float* out, float* lse, const float* qkv, const AttnShape& s, float scale) {
+  constexpr int D = 16 * DC;
+  static const bool init = [] {
+    TANDEM_CU(cudaFuncSetAttribute(k_attn_fwd_tiled<DC>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)tiled_fwd_smem(D)));
+    return true;
+  }();
+  (void)init;
+  const dim3 grid((s.T + kTile - 1) / kTile, s.B * s.H);
+  k_attn_fwd_tiled<DC><<<grid, kTileThreads, tiled_fwd_smem(D)>>>(out, lse, qkv, s.T, s.H, s.Hkv,
+                                                                   scale);
+  TANDEM_CU_LAUNCHED();
+}
+
+template <int DC>
+void tiled_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                    const float* lse, const AttnShape& s, float scale) {
+  constexpr int D = 16 * DC;
+  static const bool init = [] {
+    TANDEM_CU(cudaFuncSetAttribute(k_attn_dq_tiled<DC>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)tiled_dq_smem(D)));
+    TANDEM_CU(cudaFuncSetAttribute(k_attn_dkv_tiled<DC>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)tiled_dkv_smem(D)));
+    return true;
+  }();
+  (void)init;
+  const int tiles = (s.T + kTile - 1) / kTile;
+  k_attn_dq_tiled<DC><<<dim3(tiles, s.B * s.H), kTileThreads, tiled_dq_smem(D)>>>(
+      dqkv, dout, qkv, out, lse, s.T, s.H, s.Hkv, scale);
+  TANDEM_CU_LAUNCHED();
+  k_attn_dkv_tiled<DC><<<dim3(tiles, s.B * s.Hkv), kTileThreads, tiled_dkv_smem(D)>>>(
+      dqkv, dout, qkv, out, lse, s.T, s.H, s.Hkv, scale);
+  TANDEM_CU_LAUNCHED();
+}
+
+// The tiled path for D = 16, 32, ..., 128; false where the warp-per-row kernels must run.
+template <class F>
+bool tiled_dispatch(int D, F&& f) {
+  switch (D) {
+    case 16: f(std::integral_constant<int, 1>{}); return true;
+    case 32: f(std::integral_constant<int, 2>{}); return true;
+    case 48: f(std::integral_constant<int, 3>{}); return true;
+    case 64: f(std::integral_constant<int, 4>{}); return true;
+    case 80: f(std::integral_constant<int, 5>{}); return true;
+    case 96: f(std::integral_constant<int, 6>{}); return true;
+    case 112: f(std::integral_constant<int, 7>{}); return true;
+    case 128: f(std::integral_constant<int, 8>{}); return true;
+    default: return false;
+  }
+}
+
 unsigned warp_blocks(size_t warps) { return blocks_for(warps * 32, 32 * kWarpsPerBlock); }
 
 }  // namespace
@@ -227,8 +633,11 @@ void CudaBackend::attention_forward(float* out, float* lse, const float* qkv, co
   TANDEM_CHECK(s.D <= 32 * kMaxPerLane && s.H % s.Hkv == 0);
   const size_t warps = (size_t)s.B * s.H * s.T;
   if (warps == 0) return;
+  const float scale = 1.0f / sqrtf((float)s.D);
+  if (tiled_dispatch(s.D, [&](auto dc) { tiled_forward<decltype(dc)::value>(out, lse, qkv, s, scale); }))
+    return;
   k_attention_forward<<<warp_blocks(warps), 32 * kWarpsPerBlock>>>(
-      out, lse, qkv, s.B, s.T, s.H, s.Hkv, s.D, 1.0f / sqrtf((float)s.D));
+      out, lse, qkv, s.B, s.T, s.H, s.Hkv, s.D, scale);
   TANDEM_CU_LAUNCHED();
 }
 
@@ -237,6 +646,10 @@ void CudaBackend::attention_backward(float* dqkv, const float* dout, const float
   TANDEM_CHECK(s.D <= 32 * kMaxPerLane && s.H % s.Hkv == 0);
   if ((size_t)s.B * s.T == 0) return;
   const float scale = 1.0f / sqrtf((float)s.D);
+  if (tiled_dispatch(s.D, [&](auto dc) {
+        tiled_backward<decltype(dc)::value>(dqkv, dout, qkv, out, lse, s, scale);
+      }))
+    return;
   k_attention_dq<<<warp_blocks((size_t)s.B * s.H * s.T), 32 * kWarpsPerBlock>>>(
       dqkv, dout, qkv, out, lse, s.B, s.T, s.H, s.Hkv, s.D, scale);
   TANDEM_CU_LAUNCHED();

@@ -84,6 +84,9 @@ class CudaBackend final : public Backend {
 
   // Small per-row tables of an inference step (positions, slots) copied to the device.
   int32_t* upload_meta(const int32_t* host, size_t count);
+  // Device scratch of at least `bytes`, valid until the next call (kernels on the one stream
+  // finish with it before a later launch can reuse it).
+  void* scratch(size_t bytes);
 
  private:
   int device_;
@@ -93,6 +96,8 @@ class CudaBackend final : public Backend {
   int* flag_ = nullptr;         // all_finite
   int32_t* meta_ = nullptr;     // upload_meta
   size_t meta_cap_ = 0;
+  void* scratch_ = nullptr;
+  size_t scratch_cap_ = 0;
 };
 
 }  // namespace tandem::cuda

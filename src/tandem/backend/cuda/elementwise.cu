@@ -76,13 +76,33 @@ __global__ void k_rmsnorm_backward_dx(float* dx, const float* dout, const float*
     dx[off + c] = dout[off + c] * w[c] * r - x[off + c] * k;
 }
 
-// dw[c] += sum over rows in order of dout * x * rstd.
-__global__ void k_rmsnorm_backward_dw(float* dw, const float* dout, const float* x,
-                                      const float* rstd, int N, int C) {
+// dw[c] += sum over rows of dout * x * rstd, in two fixed-order passes: partial sums over
+// chunks of kDwRows rows (block (chunk, 32 columns), 8 row lanes per column, added in order),
+// then the chunks in order.
+constexpr int kDwRows = 256;
+__global__ void k_rmsnorm_dw_partial(float* part, const float* dout, const float* x,
+                                     const float* rstd, int N, int C) {
+  __shared__ float sh[8][33];
+  const int c = blockIdx.y * 32 + threadIdx.x % 32, lane_row = threadIdx.x / 32;
+  const int n0 = blockIdx.x * kDwRows, n1 = min(N, n0 + kDwRows);
+  float acc = 0.f;
+  if (c < C)
+    for (int n = n0 + lane_row; n < n1; n += 8)
+      acc += dout[(size_t)n * C + c] * x[(size_t)n * C + c] * rstd[n];
+  sh[lane_row][threadIdx.x % 32] = acc;
+  __syncthreads();
+  if (lane_row == 0 && c < C) {
+    float t = sh[0][threadIdx.x];
+    for (int i = 1; i < 8; ++i) t += sh[i][threadIdx.x];
+    part[(size_t)blockIdx.x * C + c] = t;
+  }
+}
+
+__global__ void k_rmsnorm_dw_final(float* dw, const float* part, int chunks, int C) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   float acc = 0.f;
-  for (int n = 0; n < N; ++n) acc += dout[(size_t)n * C + c] * x[(size_t)n * C + c] * rstd[n];
+  for (int i = 0; i < chunks; ++i) acc += part[(size_t)i * C + c];
   dw[c] += acc;
 }
 
@@ -228,7 +248,11 @@ void CudaBackend::rmsnorm_backward(float* dx, float* dw, const float* dout, cons
   if (N == 0) return;
   k_rmsnorm_backward_dx<<<N, kThreads>>>(dx, dout, x, w, rstd, C);
   TANDEM_CU_LAUNCHED();
-  k_rmsnorm_backward_dw<<<blocks_for(C, 128), 128>>>(dw, dout, x, rstd, N, C);
+  const int chunks = (N + kDwRows - 1) / kDwRows;
+  float* part = static_cast<float*>(scratch((size_t)chunks * C * sizeof(float)));
+  k_rmsnorm_dw_partial<<<dim3(chunks, (C + 31) / 32), 256>>>(part, dout, x, rstd, N, C);
+  TANDEM_CU_LAUNCHED();
+  k_rmsnorm_dw_final<<<blocks_for(C, 128), 128>>>(dw, part, chunks, C);
   TANDEM_CU_LAUNCHED();
 }
 

@@ -1,5 +1,5 @@
 // CUDA backend: matmuls on cuBLAS (bf16 tensor cores with fp32 accumulation, or fp32), and the
-// inference matmul against stored weights: fp32 panels as a strided batch of GEMMs, int8/4-bit
+// inference matmul against stored weights: fp32 panels with a fixed summation order, int8/4-bit
 // blocks with the CPU's exact arithmetic (activations quantized per block of 32, an exact
 // integer dot per block, one fused multiply-add per block), so q8/q4 results match the CPU.
 #include <cstdint>
@@ -53,6 +53,30 @@ __global__ void k_wmatmul_quant(float* out, const int8_t* xq, const float* xd,
   out[(size_t)m * N + n] = acc;
 }
 
+// fp32 panels (16 rows, k-major; the last panel padded to 16): one block per (panel, row),
+// thread (r, s) sums k = s, s + 8, ... of output column 16p + r, then the 8 slices are added
+// in a fixed order. Each output is computed the same way whatever M is, so a row's result
+// does not depend on the rows batched with it (cuBLAS picks algorithms by shape).
+constexpr int kF32Slices = 8;
+__global__ void k_wmatmul_f32(float* out, const float* x, const float* w, int M, int N, int K) {
+  __shared__ float part[kF32Slices][kF32Panel];
+  const int p = blockIdx.x, m = blockIdx.y, r = threadIdx.x % kF32Panel,
+            s = threadIdx.x / kF32Panel;
+  const float* panel = w + (size_t)p * kF32Panel * K;
+  const float* xr = x + (size_t)m * K;
+  float acc = 0.f;
+  for (int k = s; k < K; k += kF32Slices) acc = fmaf(panel[(size_t)k * kF32Panel + r], xr[k], acc);
+  part[s][r] = acc;
+  __syncthreads();
+  if (s == 0) {
+    float t = part[0][r];
+#pragma unroll
+    for (int i = 1; i < kF32Slices; ++i) t += part[i][r];
+    const int n = p * kF32Panel + r;
+    if (n < N) out[(size_t)m * N + n] = t;
+  }
+}
+
 }  // namespace
 
 // Row-major out (M, N) = x (M, K) · W (N, K)ᵀ is column-major outᵀ = W-view(K×N)ᵀ · x-view.
@@ -76,19 +100,10 @@ void CudaBackend::wmatmul_forward(float* out, const float* x, const WMatrix& w, 
   TANDEM_CHECK(M >= 0 && N > 0 && K > 0);
   if (M == 0) return;
   if (w.type == WType::F32) {
-    // Panel p (16 rows, k-major) is a column-major 16 x K matrix with leading dimension 16;
-    // its outputs are columns 16p.. of out, so the panels form one strided batch.
-    const float* W = static_cast<const float*>(w.data);
-    const int full = N / kF32Panel, tail = N % kF32Panel;
-    const float alpha = 1.f, beta = 0.f;
-    if (full > 0)
-      TANDEM_CU(cublasGemmStridedBatchedEx(
-          blas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, kF32Panel, M, K, &alpha, W, CUDA_R_32F,
-          kF32Panel, (long long)kF32Panel * K, x, CUDA_R_32F, K, 0, &beta, out, CUDA_R_32F, N,
-          kF32Panel, full, compute_type(), CUBLAS_GEMM_DEFAULT));
-    if (tail > 0)
-      gemm(false, false, tail, M, K, W + (size_t)full * kF32Panel * K, kF32Panel, x, K, 0.f,
-           out + (size_t)full * kF32Panel, N);
+    const dim3 grid(blocks_for(N, kF32Panel), M);
+    k_wmatmul_f32<<<grid, kF32Panel * kF32Slices>>>(out, x, static_cast<const float*>(w.data), M,
+                                                     N, K);
+    TANDEM_CU_LAUNCHED();
     return;
   }
   TANDEM_CHECK(K % kQBlock == 0 && scratch != nullptr && w.scale != nullptr);

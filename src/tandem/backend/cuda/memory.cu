@@ -45,6 +45,7 @@ CudaBackend::~CudaBackend() {
   cudaFree(partials_);
   cudaFree(flag_);
   cudaFree(meta_);
+  cudaFree(scratch_);
   if (blas_) cublasDestroy(blas_);
 }
 
@@ -83,6 +84,18 @@ int32_t* CudaBackend::upload_meta(const int32_t* host, size_t count) {
          " metadata entries, more than the " + std::to_string(meta_cap_) + " reserved");
   TANDEM_CU(cudaMemcpy(meta_, host, count * sizeof(int32_t), cudaMemcpyHostToDevice));
   return meta_;
+}
+
+void* CudaBackend::scratch(size_t bytes) {
+  if (bytes > scratch_cap_) {
+    // cudaFree waits for the work in flight, so no kernel still reads the old buffer.
+    if (scratch_) TANDEM_CU(cudaFree(scratch_));
+    scratch_ = nullptr;
+    scratch_cap_ = 0;
+    TANDEM_CU(cudaMalloc(&scratch_, bytes));
+    scratch_cap_ = bytes;
+  }
+  return scratch_;
 }
 
 void CudaBackend::gemm(bool ta, bool tb, int m, int n, int k, const float* A, int lda,
