@@ -3,6 +3,8 @@
 #   kernels    the backend kernel tests on cuda-fp32 (tests/backend, finite differences)
 #   conf       `tandem conformance` on cuda-fp32 and on cuda (bf16 tensor-core matmuls)
 #   handoff    train tiny on cuda, resume and generate on the CPU (tests/conformance)
+#   resilience the resilience suite (random SIGKILLs end bit-identical, every injected fault
+#              recovered) with every run trained on cuda (tests/resilience)
 #   bench      training tokens/s and MFU for gpt2-124m and llama-350m (bench/train_step)
 #   profile    where a gpt2-124m training step's time goes, per kernel family
 #   sanitize   the kernel tests under compute-sanitizer (memcheck, then racecheck)
@@ -56,6 +58,9 @@ import harness as h; h.write_config(sys.argv[1] + '/tiny.toml', h.prepare_datase
       done ;;
     handoff)
       step cuda-handoff "$limit" env TANDEM_BIN="$tandem" python3 tests/conformance/test_cuda_handoff.py ;;
+    resilience)
+      step resilience-cuda "$limit" env TANDEM_BIN="$tandem" TANDEM_TRAIN_BACKEND=cuda \
+        python3 tests/resilience/test_resilience.py ;;
     bench)
       for c in gpt2-124m llama-350m; do
         step "train-step-$c" "$limit" "$build/bench/train_step" "configs/$c.toml" --backend cuda \

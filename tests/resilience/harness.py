@@ -55,9 +55,12 @@ def prepare_dataset(workdir, vocab_size=4096):
 
 def write_config(path, data_dir, base="configs/tiny.toml", **sections):
     """configs/tiny.toml (or `base`) with data.dir set and keys replaced, e.g.
-    train={"max_steps": 200}, checkpoint={"every_steps": 10}."""
+    train={"max_steps": 200}, checkpoint={"every_steps": 10}. TANDEM_TRAIN_BACKEND, where set,
+    is the runs' backend unless `sections` name one."""
     cfg = toml.load(os.path.join(ROOT, base))
     cfg["data"] = {"dir": data_dir}
+    if os.environ.get("TANDEM_TRAIN_BACKEND"):  # the whole suite on another backend
+        cfg.setdefault("train", {})["backend"] = os.environ["TANDEM_TRAIN_BACKEND"]
     for table, keys in sections.items():
         cfg.setdefault(table, {}).update(keys)
     with open(path, "w") as f:
