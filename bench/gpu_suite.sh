@@ -59,7 +59,7 @@ import harness as h; h.write_config(sys.argv[1] + '/tiny.toml', h.prepare_datase
     handoff)
       step cuda-handoff "$limit" env TANDEM_BIN="$tandem" python3 tests/conformance/test_cuda_handoff.py ;;
     resilience)
-      step resilience-cuda "$limit" env TANDEM_BIN="$tandem" TANDEM_TRAIN_BACKEND=cuda \
+      step resilience-cuda "$limit" env TANDEM_BIN="$tandem" TANDEM_TRAIN_BACKEND=cuda CHAOS_STEPS=3000 \
         python3 tests/resilience/test_resilience.py ;;
     bench)
       for c in gpt2-124m llama-350m; do

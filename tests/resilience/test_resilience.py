@@ -52,13 +52,24 @@ def reference(cfg, name, steps):
     return REF[name][1]
 
 
+def seconds_to_step(run_dir, step):
+    """Seconds from the start of training to the end of `step`, read from timing.jsonl."""
+    with open(os.path.join(run_dir, "timing.jsonl")) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    at = next(r for r in recs if r["step"] == step)
+    return at["t"] - recs[0]["t"] + recs[0]["step_s"]
+
+
 class RandomKills(unittest.TestCase):
     def test_random_sigkills_end_bit_identical(self):
+        # CHAOS_STEPS: a longer run where steps are fast (a GPU), so the kills land before
+        # it ends.
+        steps = int(os.environ.get("CHAOS_STEPS", "200"))
         cfg = h.write_config(os.path.join(WORK, "tiny200.toml"), DATA,
-                             train={"max_steps": 200, "eval_every": 50},
+                             train={"max_steps": steps, "eval_every": 50},
                              checkpoint={"every_steps": 10, "every_seconds": 0, "keep_last": 3},
                              supervisor={"backoff_s": 0.05, "max_failures": 8})
-        want = reference(cfg, "tiny200", 200)
+        want = reference(cfg, "tiny200", steps)
         run_dir = os.path.join(WORK, "chaos")
         chaos = h.Chaos(cfg, run_dir, seed=int(os.environ.get("CHAOS_SEED", "20261122")),
                         mix=["worker", "worker", "ckpt", "ckpt", "resume", "tree"],
@@ -68,11 +79,11 @@ class RandomKills(unittest.TestCase):
         self.assertEqual(rc, 0, err[-2000:])
         self.assertGreaterEqual(sum(chaos.kills.values()), 10)
         self.assertGreaterEqual(chaos.kills["ckpt"], 2, "too few kills landed during a write")
-        self.assertEqual(h.final_state(run_dir, 200), want)
+        self.assertEqual(h.final_state(run_dir, steps), want)
         self.assertEqual(h.temporaries(run_dir), [])
         st = h.status(run_dir)
         self.assertEqual(st["state"], "finished")
-        self.assertEqual(st["steps_done"], 200)
+        self.assertEqual(st["steps_done"], steps)
         self.assertGreaterEqual(st["restarts"], chaos.kills["worker"] + chaos.kills["ckpt"])
         self.assertTrue(0 < st["goodput"] <= 1)
 
@@ -124,7 +135,11 @@ class Faults(unittest.TestCase):
         self.assertEqual(resumed[0]["step"], 24)
 
     def test_crash_after_seconds_and_during_resume(self):
-        self.check_run("crash_time", "crash@0.7s,crash@resume",
+        # The crash comes as many seconds into training as the reference took to reach step
+        # 25, so checkpoints exist to resume from on a slow backend and a fast one alike.
+        reference(fault_config("faults"), "faults", 60)
+        secs = max(0.05, seconds_to_step(REF["faults"][0], 25))
+        self.check_run("crash_time", "crash@%.3fs,crash@resume" % secs,
                        ["fault_injected", "restart", "resumed"], True)
         self.assertGreaterEqual(h.kinds(os.path.join(WORK, "crash_time")).count("restart"), 2)
 

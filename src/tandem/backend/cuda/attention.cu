@@ -224,13 +224,13 @@ __global__ void k_kv_attend(float* out, const float* kcache, const float* vcache
 
 // ---- Tiled attention for head dimensions 16, 32, ..., 128 (D = 16 * DC) ----
 // A block of 256 threads (16 x 16) owns a 64 x 64 tile of scores: thread (ty, tx) holds rows
-// ty + 16 i and columns tx + 16 j (i, j < 4), so shared-memory reads of the other operand's
-// rows are conflict-free (rows padded to D + 1) and a row's 16 owners sit in one half-warp.
-// Queries, keys and values are staged through shared memory once per tile and the score
-// tile never leaves the chip. Masked entries are selected away, never multiplied by zero, so
-// a NaN in a key, value, query or gradient reaches exactly the outputs that depend on it.
-// Every sum runs in a fixed order: the results are bit-stable.
-constexpr int kTile = 64, kTileThreads = 256;
+// ty + 16 i and columns tx + 16 j (i, j < 4). Queries, keys and values are staged through
+// shared memory once per tile (rows padded to D + 4 floats, so the 16-byte reads along d of 8
+// consecutive rows hit 32 distinct banks), and the score tile never leaves the chip. Masked
+// entries are selected away, never multiplied by zero, so a NaN in a key, value, query or
+// gradient reaches exactly the outputs that depend on it. Every sum runs in a fixed order:
+// the results are bit-stable.
+constexpr int kTile = 64, kTileThreads = 256, kPLd = kTile + 4;
 
 __device__ __forceinline__ float half_warp_max(float v) {
   for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFull, v, o));
@@ -240,15 +240,79 @@ __device__ __forceinline__ float half_warp_sum(float v) {
   for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
   return v;
 }
+__device__ __forceinline__ float4 ld4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
+// acc + a . b, summed in the order x, y, z, w
+__device__ __forceinline__ float dot4(float4 a, float4 b, float acc) {
+  return fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, fmaf(a.x, b.x, acc))));
+}
+__device__ __forceinline__ float part(float4 v, int k) {
+  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
+}
 
-// Copies rows [t0, t0 + 64) of a (row stride `stride`) D-wide slice into a 64 x ld tile,
+// Copies rows [t0, t0 + 64) of a (row stride `stride`) D-wide slice into a 64 x (D + 4) tile,
 // zeros past T.
 template <int D>
-__device__ __forceinline__ void load_tile(float* dst, int ld, const float* src, size_t stride,
-                                          int t0, int T) {
-  for (int i = threadIdx.x; i < kTile * D; i += kTileThreads) {
-    const int r = i / D, c = i % D;
-    dst[r * ld + c] = t0 + r < T ? src[(size_t)(t0 + r) * stride + c] : 0.f;
+__device__ __forceinline__ void load_tile(float* dst, const float* src, size_t stride, int t0,
+                                          int T) {
+  constexpr int D4 = D / 4;
+  for (int i = threadIdx.x; i < kTile * D4; i += kTileThreads) {
+    const int r = i / D4, c = 4 * (i % D4);
+    const float4 v = t0 + r < T ? ld4(src + (size_t)(t0 + r) * stride + c)
+                                : make_float4(0.f, 0.f, 0.f, 0.f);
+    *reinterpret_cast<float4*>(dst + r * (D + 4) + c) = v;
+  }
+}
+
+// s[i][j] = A row (ty + 16 i) . B row (tx + 16 j), both tiles (D + 4)-strided.
+template <int D>
+__device__ __forceinline__ void tile_scores(float (&s)[4][4], const float* A, const float* B,
+                                            int ty, int tx) {
+  constexpr int LD = D + 4;
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) s[i][j] = 0.f;
+#pragma unroll 4
+  for (int d = 0; d < D; d += 4) {
+    float4 a[4], b[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) a[i] = ld4(A + (ty + 16 * i) * LD + d);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) b[j] = ld4(B + (tx + 16 * j) * LD + d);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) s[i][j] = dot4(a[i], b[j], s[i][j]);
+  }
+}
+
+// acc[i][c] += sum over j of W[ty + 16 i][j] * X[j][tx + 16 c] (W kPLd-strided, X (D + 4)-
+// strided); on a diagonal tile only j <= row (lower) or j >= row (upper) take part.
+template <int DC, int kDiag>  // kDiag: 0 none, 1 keep j <= row, 2 keep j >= row
+__device__ __forceinline__ void tile_accumulate(float (&acc)[4][DC], const float* W,
+                                                const float* X, int ty, int tx, bool diag) {
+  constexpr int LD = 16 * DC + 4;
+  for (int j0 = 0; j0 < kTile; j0 += 4) {
+    float4 w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = ld4(W + (ty + 16 * i) * kPLd + j0);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int j = j0 + k;
+      float x[DC];
+#pragma unroll
+      for (int c = 0; c < DC; ++c) x[c] = X[j * LD + tx + 16 * c];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int r = ty + 16 * i;
+        if (diag && (kDiag == 1 ? j > r : j < r)) continue;
+        const float wv = part(w[i], k);
+#pragma unroll
+        for (int c = 0; c < DC; ++c) acc[i][c] = fmaf(wv, x[c], acc[i][c]);
+      }
+    }
   }
 }
 
@@ -256,14 +320,15 @@ template <int DC>
 __global__ void __launch_bounds__(kTileThreads)
     k_attn_fwd_tiled(float* out, float* lse, const float* qkv, int T, int H, int Hkv,
                      float scale) {
-  constexpr int D = 16 * DC, LD = D + 1;
-  extern __shared__ float sm[];
+  constexpr int D = 16 * DC, LD = D + 4;
+  extern __shared__ float4 sm4[];
+  float* sm = reinterpret_cast<float*>(sm4);
   float *Qs = sm, *Ks = Qs + kTile * LD, *Vs = Ks + kTile * LD, *Ps = Vs + kTile * LD;
   const int qt = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / Hkv);
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, q0 = qt * kTile;
   const size_t stride = (size_t)(H + 2 * Hkv) * D;
   const float* base = qkv + (size_t)b * T * stride;
-  load_tile<D>(Qs, LD, base + h * D, stride, q0, T);
+  load_tile<D>(Qs, base + h * D, stride, q0, T);
   float acc[4][DC], m[4], l[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -276,26 +341,11 @@ __global__ void __launch_bounds__(kTileThreads)
     const int k0 = kt * kTile;
     const bool diag = kt == qt;
     __syncthreads();  // the previous tile's Ks, Vs, Ps are consumed
-    load_tile<D>(Ks, LD, base + (H + g) * D, stride, k0, T);
-    load_tile<D>(Vs, LD, base + (H + Hkv + g) * D, stride, k0, T);
+    load_tile<D>(Ks, base + (H + g) * D, stride, k0, T);
+    load_tile<D>(Vs, base + (H + Hkv + g) * D, stride, k0, T);
     __syncthreads();
     float s[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) s[i][j] = 0.f;
-#pragma unroll 8
-    for (int d = 0; d < D; ++d) {
-      float qv[4], kv[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) qv[i] = Qs[(ty + 16 * i) * LD + d];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) kv[j] = Ks[(tx + 16 * j) * LD + d];
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) s[i][j] = fmaf(qv[i], kv[j], s[i][j]);
-    }
+    tile_scores<D>(s, Qs, Ks, ty, tx);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int r = ty + 16 * i;
@@ -311,7 +361,7 @@ __global__ void __launch_bounds__(kTileThreads)
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const float p = s[i][j] == -INFINITY ? 0.f : expf(s[i][j] - m_new);
-        Ps[r * 65 + tx + 16 * j] = p;
+        Ps[r * kPLd + tx + 16 * j] = p;
         sum += p;
       }
       const float corr = m[i] == -INFINITY ? 0.f : expf(m[i] - m_new);
@@ -321,19 +371,7 @@ __global__ void __launch_bounds__(kTileThreads)
       for (int c = 0; c < DC; ++c) acc[i][c] *= corr;
     }
     __syncthreads();
-    // acc += P V, skipping the keys a row must not see (0 * NaN would leak)
-    for (int j = 0; j < kTile; ++j) {
-      float vv[DC];
-#pragma unroll
-      for (int c = 0; c < DC; ++c) vv[c] = Vs[j * LD + tx + 16 * c];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        if (diag && j > ty + 16 * i) continue;
-        const float p = Ps[(ty + 16 * i) * 65 + j];
-#pragma unroll
-        for (int c = 0; c < DC; ++c) acc[i][c] = fmaf(p, vv[c], acc[i][c]);
-      }
-    }
+    tile_accumulate<DC, 1>(acc, Ps, Vs, ty, tx, diag);  // acc += P V
   }
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -372,16 +410,17 @@ template <int DC>
 __global__ void __launch_bounds__(kTileThreads)
     k_attn_dq_tiled(float* dqkv, const float* dout, const float* qkv, const float* out,
                     const float* lse, int T, int H, int Hkv, float scale) {
-  constexpr int D = 16 * DC, LD = D + 1;
-  extern __shared__ float sm[];
+  constexpr int D = 16 * DC, LD = D + 4;
+  extern __shared__ float4 sm4[];
+  float* sm = reinterpret_cast<float*>(sm4);
   float *Qs = sm, *dOs = Qs + kTile * LD, *Ks = dOs + kTile * LD, *Vs = Ks + kTile * LD;
-  float *Ss = Vs + kTile * LD, *Ds = Ss + kTile * 65, *Ls = Ds + kTile;
+  float *Ss = Vs + kTile * LD, *Ds = Ss + kTile * kPLd, *Ls = Ds + kTile;
   const int qt = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / Hkv);
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, q0 = qt * kTile;
   const size_t stride = (size_t)(H + 2 * Hkv) * D;
   const float* base = qkv + (size_t)b * T * stride;
-  load_tile<D>(Qs, LD, base + h * D, stride, q0, T);
-  load_tile<D>(dOs, LD, dout + ((size_t)b * T * H + h) * D, (size_t)H * D, q0, T);
+  load_tile<D>(Qs, base + h * D, stride, q0, T);
+  load_tile<D>(dOs, dout + ((size_t)b * T * H + h) * D, (size_t)H * D, q0, T);
   load_row_stats<D>(Ds, Ls, dout, out, lse, b, h, H, T, q0);
   float acc[4][DC];
 #pragma unroll
@@ -392,35 +431,12 @@ __global__ void __launch_bounds__(kTileThreads)
     const int k0 = kt * kTile;
     const bool diag = kt == qt;
     __syncthreads();
-    load_tile<D>(Ks, LD, base + (H + g) * D, stride, k0, T);
-    load_tile<D>(Vs, LD, base + (H + Hkv + g) * D, stride, k0, T);
+    load_tile<D>(Ks, base + (H + g) * D, stride, k0, T);
+    load_tile<D>(Vs, base + (H + Hkv + g) * D, stride, k0, T);
     __syncthreads();
     float s[4][4], dp[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) s[i][j] = dp[i][j] = 0.f;
-#pragma unroll 4
-    for (int d = 0; d < D; ++d) {
-      float qv[4], ov[4], kv[4], vv[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        qv[i] = Qs[(ty + 16 * i) * LD + d];
-        ov[i] = dOs[(ty + 16 * i) * LD + d];
-      }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        kv[j] = Ks[(tx + 16 * j) * LD + d];
-        vv[j] = Vs[(tx + 16 * j) * LD + d];
-      }
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          s[i][j] = fmaf(qv[i], kv[j], s[i][j]);
-          dp[i][j] = fmaf(ov[i], vv[j], dp[i][j]);
-        }
-    }
+    tile_scores<D>(s, Qs, Ks, ty, tx);
+    tile_scores<D>(dp, dOs, Vs, ty, tx);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int r = ty + 16 * i;
@@ -428,23 +444,11 @@ __global__ void __launch_bounds__(kTileThreads)
       for (int j = 0; j < 4; ++j) {
         const int c = tx + 16 * j;
         const bool masked = (diag && c > r) || q0 + r >= T;
-        Ss[r * 65 + c] =
-            masked ? 0.f : expf(s[i][j] * scale - Ls[r]) * (dp[i][j] - Ds[r]);
+        Ss[r * kPLd + c] = masked ? 0.f : expf(s[i][j] * scale - Ls[r]) * (dp[i][j] - Ds[r]);
       }
     }
     __syncthreads();
-    for (int j = 0; j < kTile; ++j) {
-      float kv[DC];
-#pragma unroll
-      for (int c = 0; c < DC; ++c) kv[c] = Ks[j * LD + tx + 16 * c];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        if (diag && j > ty + 16 * i) continue;
-        const float ds = Ss[(ty + 16 * i) * 65 + j];
-#pragma unroll
-        for (int c = 0; c < DC; ++c) acc[i][c] = fmaf(ds, kv[c], acc[i][c]);
-      }
-    }
+    tile_accumulate<DC, 1>(acc, Ss, Ks, ty, tx, diag);  // acc += dS K
   }
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -462,16 +466,18 @@ template <int DC>
 __global__ void __launch_bounds__(kTileThreads)
     k_attn_dkv_tiled(float* dqkv, const float* dout, const float* qkv, const float* out,
                      const float* lse, int T, int H, int Hkv, float scale) {
-  constexpr int D = 16 * DC, LD = D + 1;
-  extern __shared__ float sm[];
+  constexpr int D = 16 * DC, LD = D + 4;
+  extern __shared__ float4 sm4[];
+  float* sm = reinterpret_cast<float*>(sm4);
   float *Ks = sm, *Vs = Ks + kTile * LD, *Qs = Vs + kTile * LD, *dOs = Qs + kTile * LD;
-  float *Ps = dOs + kTile * LD, *Ss = Ps + kTile * 65, *Ds = Ss + kTile * 65, *Ls = Ds + kTile;
+  float *Ps = dOs + kTile * LD, *Ss = Ps + kTile * kPLd, *Ds = Ss + kTile * kPLd;
+  float* Ls = Ds + kTile;
   const int kt = blockIdx.x, bg = blockIdx.y, b = bg / Hkv, g = bg % Hkv, group = H / Hkv;
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, k0 = kt * kTile;
   const size_t stride = (size_t)(H + 2 * Hkv) * D;
   const float* base = qkv + (size_t)b * T * stride;
-  load_tile<D>(Ks, LD, base + (H + g) * D, stride, k0, T);
-  load_tile<D>(Vs, LD, base + (H + Hkv + g) * D, stride, k0, T);
+  load_tile<D>(Ks, base + (H + g) * D, stride, k0, T);
+  load_tile<D>(Vs, base + (H + Hkv + g) * D, stride, k0, T);
   float dk[4][DC], dv[4][DC];
 #pragma unroll
   for (int i = 0; i < 4; ++i)
@@ -483,36 +489,13 @@ __global__ void __launch_bounds__(kTileThreads)
       const int q0 = qt * kTile;
       const bool diag = qt == kt;
       __syncthreads();
-      load_tile<D>(Qs, LD, base + h * D, stride, q0, T);
-      load_tile<D>(dOs, LD, dout + ((size_t)b * T * H + h) * D, (size_t)H * D, q0, T);
+      load_tile<D>(Qs, base + h * D, stride, q0, T);
+      load_tile<D>(dOs, dout + ((size_t)b * T * H + h) * D, (size_t)H * D, q0, T);
       load_row_stats<D>(Ds, Ls, dout, out, lse, b, h, H, T, q0);
       __syncthreads();
       float s[4][4], dp[4][4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) s[i][j] = dp[i][j] = 0.f;
-#pragma unroll 4
-      for (int d = 0; d < D; ++d) {
-        float kv[4], vv[4], qv[4], ov[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          kv[i] = Ks[(ty + 16 * i) * LD + d];
-          vv[i] = Vs[(ty + 16 * i) * LD + d];
-        }
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          qv[j] = Qs[(tx + 16 * j) * LD + d];
-          ov[j] = dOs[(tx + 16 * j) * LD + d];
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            s[i][j] = fmaf(kv[i], qv[j], s[i][j]);
-            dp[i][j] = fmaf(vv[i], ov[j], dp[i][j]);
-          }
-      }
+      tile_scores<D>(s, Ks, Qs, ty, tx);
+      tile_scores<D>(dp, Vs, dOs, ty, tx);
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int r = ty + 16 * i;  // key
@@ -521,29 +504,13 @@ __global__ void __launch_bounds__(kTileThreads)
           const int c = tx + 16 * j;  // query
           const bool masked = (diag && c < r) || q0 + c >= T;
           const float p = masked ? 0.f : expf(s[i][j] * scale - Ls[c]);
-          Ps[r * 65 + c] = p;
-          Ss[r * 65 + c] = masked ? 0.f : p * (dp[i][j] - Ds[c]);
+          Ps[r * kPLd + c] = p;
+          Ss[r * kPLd + c] = masked ? 0.f : p * (dp[i][j] - Ds[c]);
         }
       }
       __syncthreads();
-      for (int j = 0; j < kTile; ++j) {
-        float ov[DC], qv[DC];
-#pragma unroll
-        for (int c = 0; c < DC; ++c) {
-          ov[c] = dOs[j * LD + tx + 16 * c];
-          qv[c] = Qs[j * LD + tx + 16 * c];
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          if (diag && j < ty + 16 * i) continue;
-          const float p = Ps[(ty + 16 * i) * 65 + j], ds = Ss[(ty + 16 * i) * 65 + j];
-#pragma unroll
-          for (int c = 0; c < DC; ++c) {
-            dv[i][c] = fmaf(p, ov[c], dv[i][c]);
-            dk[i][c] = fmaf(ds, qv[c], dk[i][c]);
-          }
-        }
-      }
+      tile_accumulate<DC, 2>(dv, Ps, dOs, ty, tx, diag);  // dV += P dO
+      tile_accumulate<DC, 2>(dk, Ss, Qs, ty, tx, diag);   // dK += dS Q
     }
   }
 #pragma unroll
@@ -560,12 +527,14 @@ __global__ void __launch_bounds__(kTileThreads)
   }
 }
 
-constexpr size_t tiled_fwd_smem(int D) { return sizeof(float) * (3 * kTile * (D + 1) + kTile * 65); }
+constexpr size_t tiled_fwd_smem(int D) {
+  return sizeof(float) * (3 * kTile * (D + 4) + kTile * kPLd);
+}
 constexpr size_t tiled_dq_smem(int D) {
-  return sizeof(float) * (4 * kTile * (D + 1) + kTile * 65 + 2 * kTile);
+  return sizeof(float) * (4 * kTile * (D + 4) + kTile * kPLd + 2 * kTile);
 }
 constexpr size_t tiled_dkv_smem(int D) {
-  return sizeof(float) * (4 * kTile * (D + 1) + 2 * kTile * 65 + 2 * kTile);
+  return sizeof(float) * (4 * kTile * (D + 4) + 2 * kTile * kPLd + 2 * kTile);
 }
 
 // Launches the tiled kernels for head dimension 16 * DC; each kernel's shared-memory limit is

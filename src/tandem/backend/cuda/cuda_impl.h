@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <string>
@@ -76,6 +77,14 @@ class CudaBackend final : public Backend {
   void gemm(bool ta, bool tb, int m, int n, int k, const float* A, int lda, const float* B,
             int ldb, float beta, float* C, int ldc);
 
+  // The same with bf16 operands (from bf16_copy) and fp32 output: the tensor cores' native
+  // input format, so cuBLAS converts nothing inside the product.
+  void gemm_bf16(bool ta, bool tb, int m, int n, int k, const __nv_bfloat16* A, int lda,
+                 const __nv_bfloat16* B, int ldb, float beta, float* C, int ldc);
+  // src (n floats) rounded to bf16 (nearest even) in device buffer `slot` (0..2), valid until
+  // that slot is used again.
+  const __nv_bfloat16* bf16_copy(int slot, const float* src, size_t n);
+
   cublasHandle_t blas_handle() const { return blas_; }
   // cuBLAS compute type of this backend's matmuls.
   cublasComputeType_t compute_type() const {
@@ -98,6 +107,8 @@ class CudaBackend final : public Backend {
   size_t meta_cap_ = 0;
   void* scratch_ = nullptr;
   size_t scratch_cap_ = 0;
+  __nv_bfloat16* bf16_[3] = {nullptr, nullptr, nullptr};
+  size_t bf16_cap_[3] = {0, 0, 0};
 };
 
 }  // namespace tandem::cuda

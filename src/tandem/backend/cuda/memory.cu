@@ -46,6 +46,7 @@ CudaBackend::~CudaBackend() {
   cudaFree(flag_);
   cudaFree(meta_);
   cudaFree(scratch_);
+  for (auto* b : bf16_) cudaFree(b);
   if (blas_) cublasDestroy(blas_);
 }
 
@@ -96,6 +97,37 @@ void* CudaBackend::scratch(size_t bytes) {
     scratch_cap_ = bytes;
   }
   return scratch_;
+}
+
+namespace {
+__global__ void k_to_bf16(__nv_bfloat16* dst, const float* src, size_t n) {
+  const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = __float2bfloat16_rn(src[i]);
+}
+}  // namespace
+
+const __nv_bfloat16* CudaBackend::bf16_copy(int slot, const float* src, size_t n) {
+  if (n > bf16_cap_[slot]) {
+    if (bf16_[slot]) TANDEM_CU(cudaFree(bf16_[slot]));
+    bf16_[slot] = nullptr;
+    bf16_cap_[slot] = 0;
+    TANDEM_CU(cudaMalloc(&bf16_[slot], n * sizeof(__nv_bfloat16)));
+    bf16_cap_[slot] = n;
+  }
+  if (n) {
+    k_to_bf16<<<blocks_for(n, 256), 256>>>(bf16_[slot], src, n);
+    TANDEM_CU_LAUNCHED();
+  }
+  return bf16_[slot];
+}
+
+void CudaBackend::gemm_bf16(bool ta, bool tb, int m, int n, int k, const __nv_bfloat16* A,
+                            int lda, const __nv_bfloat16* B, int ldb, float beta, float* C,
+                            int ldc) {
+  const float alpha = 1.f;
+  TANDEM_CU(cublasGemmEx(blas_, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                         m, n, k, &alpha, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb, &beta, C,
+                         CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaBackend::gemm(bool ta, bool tb, int m, int n, int k, const float* A, int lda,
