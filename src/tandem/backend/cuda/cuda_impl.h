@@ -107,7 +107,7 @@ class CudaBackend final : public Backend {
   size_t meta_cap_ = 0;
   void* scratch_ = nullptr;
   size_t scratch_cap_ = 0;
-  __nv_bfloat16* bf16_[3] = {nullptr, nullptr, nullptr};
+  __nv_bfloat16* bf16_buf_[3] = {nullptr, nullptr, nullptr};
   size_t bf16_cap_[3] = {0, 0, 0};
 };
 

@@ -46,7 +46,7 @@ CudaBackend::~CudaBackend() {
   cudaFree(flag_);
   cudaFree(meta_);
   cudaFree(scratch_);
-  for (auto* b : bf16_) cudaFree(b);
+  for (auto* b : bf16_buf_) cudaFree(b);
   if (blas_) cublasDestroy(blas_);
 }
 
@@ -108,17 +108,17 @@ __global__ void k_to_bf16(__nv_bfloat16* dst, const float* src, size_t n) {
 
 const __nv_bfloat16* CudaBackend::bf16_copy(int slot, const float* src, size_t n) {
   if (n > bf16_cap_[slot]) {
-    if (bf16_[slot]) TANDEM_CU(cudaFree(bf16_[slot]));
-    bf16_[slot] = nullptr;
+    if (bf16_buf_[slot]) TANDEM_CU(cudaFree(bf16_buf_[slot]));
+    bf16_buf_[slot] = nullptr;
     bf16_cap_[slot] = 0;
-    TANDEM_CU(cudaMalloc(&bf16_[slot], n * sizeof(__nv_bfloat16)));
+    TANDEM_CU(cudaMalloc(&bf16_buf_[slot], n * sizeof(__nv_bfloat16)));
     bf16_cap_[slot] = n;
   }
   if (n) {
-    k_to_bf16<<<blocks_for(n, 256), 256>>>(bf16_[slot], src, n);
+    k_to_bf16<<<blocks_for(n, 256), 256>>>(bf16_buf_[slot], src, n);
     TANDEM_CU_LAUNCHED();
   }
-  return bf16_[slot];
+  return bf16_buf_[slot];
 }
 
 void CudaBackend::gemm_bf16(bool ta, bool tb, int m, int n, int k, const __nv_bfloat16* A,
