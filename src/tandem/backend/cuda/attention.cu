@@ -1,15 +1,12 @@
 // CUDA backend: causal grouped-query attention, flash-style: no T x T score matrix is ever
 // stored, and the backward recomputes probabilities from the saved log-sum-exp. Head
-// dimensions that are multiples of 16 (up to 128) run tiled kernels: 64 x 64 score tiles in
-// shared memory, and on the bf16 backend (dimensions up to 64) the products off the diagonal
-// on tensor cores in TF32. Other dimensions, and the KV-cache kernels, use one warp per query
-// row, which walks the keys 32 at a time with an online softmax (running max and sum). dQ is
-// gathered per query and dK/dV per key (looping over the queries that see it), so no
+// dimensions that are multiples of 16 (up to 128) run tiled kernels (64 x 64 score tiles in
+// shared memory); others, and the KV-cache kernels, use one warp per query row, which walks
+// the keys 32 at a time with an online softmax (running max and sum).
+// dQ is gathered per query and dK/dV per key (looping over the queries that see it), so no
 // gradient is accumulated with atomics and every result is bit-stable.
 #include <algorithm>
 #include <type_traits>
-
-#include <mma.h>
 #include <vector>
 
 #include "tandem/backend/cuda/cuda_impl.h"
@@ -319,105 +316,7 @@ __device__ __forceinline__ void tile_accumulate(float (&acc)[4][DC], const float
   }
 }
 
-// ---- Tensor-core products (TF32 in, fp32 accumulate), used by the bf16 backend ----
-// Eight warps share a product; every fragment is rounded to TF32 after loading.
-namespace wmma = nvcuda::wmma;
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
-using FragBt = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
-using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
-using FragC = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
-
-template <typename F>
-__device__ __forceinline__ void to_tf32(F& f) {
-#pragma unroll
-  for (int t = 0; t < f.num_elements; ++t) f.x[t] = wmma::__float_to_tf32(f.x[t]);
-}
-
-// dst (64 x 64, kPLd-strided) = A B^T for 64 x D tiles A, B ((D + 4)-strided).
-template <int D>
-__device__ __forceinline__ void wmma_abt(float* dst, const float* A, const float* B) {
-  constexpr int LD = D + 4;
-  const int w = threadIdx.x / 32, ti = w / 2, tj = (w % 2) * 2;
-  FragC c0, c1;
-  wmma::fill_fragment(c0, 0.f);
-  wmma::fill_fragment(c1, 0.f);
-#pragma unroll
-  for (int k = 0; k < D; k += 8) {
-    FragA a;
-    FragBt b0, b1;
-    wmma::load_matrix_sync(a, A + ti * 16 * LD + k, LD);
-    wmma::load_matrix_sync(b0, B + tj * 16 * LD + k, LD);
-    wmma::load_matrix_sync(b1, B + (tj + 1) * 16 * LD + k, LD);
-    to_tf32(a);
-    to_tf32(b0);
-    to_tf32(b1);
-    wmma::mma_sync(c0, a, b0, c0);
-    wmma::mma_sync(c1, a, b1, c1);
-  }
-  wmma::store_matrix_sync(dst + ti * 16 * kPLd + tj * 16, c0, kPLd, wmma::mem_row_major);
-  wmma::store_matrix_sync(dst + ti * 16 * kPLd + (tj + 1) * 16, c1, kPLd, wmma::mem_row_major);
-}
-
-// home (64 x D, (D + 4)-strided) += W X for W 64 x 64 (kPLd-strided), X 64 x D.
 template <int DC>
-__device__ __forceinline__ void wmma_acc(float* home, const float* W, const float* X) {
-  constexpr int LD = 16 * DC + 4;
-  for (int tile = threadIdx.x / 32; tile < 4 * DC; tile += kTileThreads / 32) {
-    const int ti = tile / DC, tj = tile % DC;
-    FragC c;
-    wmma::load_matrix_sync(c, home + ti * 16 * LD + tj * 16, LD, wmma::mem_row_major);
-#pragma unroll
-    for (int k = 0; k < kTile; k += 8) {
-      FragA a;
-      FragB b;
-      wmma::load_matrix_sync(a, W + ti * 16 * kPLd + k, kPLd);
-      wmma::load_matrix_sync(b, X + k * LD + tj * 16, LD);
-      to_tf32(a);
-      to_tf32(b);
-      wmma::mma_sync(c, a, b, c);
-    }
-    wmma::store_matrix_sync(home + ti * 16 * LD + tj * 16, c, LD, wmma::mem_row_major);
-  }
-}
-
-// The diagonal tile on the CUDA cores (masked entries skipped), accumulating into a
-// shared-memory home: thread (ty, tx) owns entries [ty + 16 i][tx + 16 c].
-template <int DC, int kDiag>
-__device__ __forceinline__ void home_accumulate(float* home, const float* W, const float* X,
-                                                int ty, int tx) {
-  constexpr int LD = 16 * DC + 4;
-  float acc[4][DC];
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int c = 0; c < DC; ++c) acc[i][c] = home[(ty + 16 * i) * LD + tx + 16 * c];
-  tile_accumulate<DC, kDiag>(acc, W, X, ty, tx, true);
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int c = 0; c < DC; ++c) home[(ty + 16 * i) * LD + tx + 16 * c] = acc[i][c];
-}
-
-// Thread (ty, tx)'s entries of a home, read out (after a barrier) or zeroed.
-template <int DC>
-__device__ __forceinline__ void home_read(float (&acc)[4][DC], const float* home, int ty,
-                                          int tx) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int c = 0; c < DC; ++c) acc[i][c] = home[(ty + 16 * i) * (16 * DC + 4) + tx + 16 * c];
-}
-template <int DC>
-__device__ __forceinline__ void home_zero(float* home, int ty, int tx) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int c = 0; c < DC; ++c) home[(ty + 16 * i) * (16 * DC + 4) + tx + 16 * c] = 0.f;
-}
-
-// TC: the off-diagonal tiles' products on tensor cores (the bf16 backend); the diagonal tile
-// always runs on the CUDA cores so that masked entries are skipped.
-template <int DC, bool TC>
 __global__ void __launch_bounds__(kTileThreads)
     k_attn_fwd_tiled(float* out, float* lse, const float* qkv, int T, int H, int Hkv,
                      float scale) {
@@ -425,13 +324,11 @@ __global__ void __launch_bounds__(kTileThreads)
   extern __shared__ float4 sm4[];
   float* sm = reinterpret_cast<float*>(sm4);
   float *Qs = sm, *Ks = Qs + kTile * LD, *Vs = Ks + kTile * LD, *Ps = Vs + kTile * LD;
-  float* Os = Ps + kTile * kPLd;  // TC: the output accumulator
   const int qt = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / Hkv);
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, q0 = qt * kTile;
   const size_t stride = (size_t)(H + 2 * Hkv) * D;
   const float* base = qkv + (size_t)b * T * stride;
   load_tile<D>(Qs, base + h * D, stride, q0, T);
-  if constexpr (TC) home_zero<DC>(Os, ty, tx);
   float acc[4][DC], m[4], l[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -448,16 +345,7 @@ __global__ void __launch_bounds__(kTileThreads)
     load_tile<D>(Vs, base + (H + Hkv + g) * D, stride, k0, T);
     __syncthreads();
     float s[4][4];
-    if constexpr (TC) {
-      wmma_abt<D>(Ps, Qs, Ks);
-      __syncthreads();
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) s[i][j] = Ps[(ty + 16 * i) * kPLd + tx + 16 * j];
-    } else {
-      tile_scores<D>(s, Qs, Ks, ty, tx);
-    }
+    tile_scores<D>(s, Qs, Ks, ty, tx);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int r = ty + 16 * i;
@@ -479,27 +367,11 @@ __global__ void __launch_bounds__(kTileThreads)
       const float corr = m[i] == -INFINITY ? 0.f : expf(m[i] - m_new);
       l[i] = l[i] * corr + half_warp_sum(sum);
       m[i] = m_new;
-      if constexpr (TC) {
 #pragma unroll
-        for (int c = 0; c < DC; ++c) Os[r * LD + tx + 16 * c] *= corr;
-      } else {
-#pragma unroll
-        for (int c = 0; c < DC; ++c) acc[i][c] *= corr;
-      }
+      for (int c = 0; c < DC; ++c) acc[i][c] *= corr;
     }
     __syncthreads();
-    if constexpr (TC) {  // Os += P V
-      if (diag)
-        home_accumulate<DC, 1>(Os, Ps, Vs, ty, tx);
-      else
-        wmma_acc<DC>(Os, Ps, Vs);
-    } else {
-      tile_accumulate<DC, 1>(acc, Ps, Vs, ty, tx, diag);  // acc += P V
-    }
-  }
-  if constexpr (TC) {
-    __syncthreads();
-    home_read<DC>(acc, Os, ty, tx);
+    tile_accumulate<DC, 1>(acc, Ps, Vs, ty, tx, diag);  // acc += P V
   }
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -534,7 +406,7 @@ __device__ __forceinline__ void load_row_stats(float* Ds, float* Ls, const float
 }
 
 // dQ of a 64-query tile: sum over key tiles of dS K, dS = P (dO V^T - Di).
-template <int DC, bool TC>
+template <int DC>
 __global__ void __launch_bounds__(kTileThreads)
     k_attn_dq_tiled(float* dqkv, const float* dout, const float* qkv, const float* out,
                     const float* lse, int T, int H, int Hkv, float scale) {
@@ -543,7 +415,6 @@ __global__ void __launch_bounds__(kTileThreads)
   float* sm = reinterpret_cast<float*>(sm4);
   float *Qs = sm, *dOs = Qs + kTile * LD, *Ks = dOs + kTile * LD, *Vs = Ks + kTile * LD;
   float *Ss = Vs + kTile * LD, *Ds = Ss + kTile * kPLd, *Ls = Ds + kTile;
-  float *dPs = Ls + kTile, *dQs = dPs + kTile * kPLd;  // TC: raw dP, the dQ accumulator
   const int qt = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / Hkv);
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, q0 = qt * kTile;
   const size_t stride = (size_t)(H + 2 * Hkv) * D;
@@ -551,7 +422,6 @@ __global__ void __launch_bounds__(kTileThreads)
   load_tile<D>(Qs, base + h * D, stride, q0, T);
   load_tile<D>(dOs, dout + ((size_t)b * T * H + h) * D, (size_t)H * D, q0, T);
   load_row_stats<D>(Ds, Ls, dout, out, lse, b, h, H, T, q0);
-  if constexpr (TC) home_zero<DC>(dQs, ty, tx);
   float acc[4][DC];
 #pragma unroll
   for (int i = 0; i < 4; ++i)
@@ -565,21 +435,8 @@ __global__ void __launch_bounds__(kTileThreads)
     load_tile<D>(Vs, base + (H + Hkv + g) * D, stride, k0, T);
     __syncthreads();
     float s[4][4], dp[4][4];
-    if constexpr (TC) {
-      wmma_abt<D>(Ss, Qs, Ks);
-      wmma_abt<D>(dPs, dOs, Vs);
-      __syncthreads();
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          s[i][j] = Ss[(ty + 16 * i) * kPLd + tx + 16 * j];
-          dp[i][j] = dPs[(ty + 16 * i) * kPLd + tx + 16 * j];
-        }
-    } else {
-      tile_scores<D>(s, Qs, Ks, ty, tx);
-      tile_scores<D>(dp, dOs, Vs, ty, tx);
-    }
+    tile_scores<D>(s, Qs, Ks, ty, tx);
+    tile_scores<D>(dp, dOs, Vs, ty, tx);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int r = ty + 16 * i;
@@ -591,18 +448,7 @@ __global__ void __launch_bounds__(kTileThreads)
       }
     }
     __syncthreads();
-    if constexpr (TC) {  // dQs += dS K
-      if (diag)
-        home_accumulate<DC, 1>(dQs, Ss, Ks, ty, tx);
-      else
-        wmma_acc<DC>(dQs, Ss, Ks);
-    } else {
-      tile_accumulate<DC, 1>(acc, Ss, Ks, ty, tx, diag);  // acc += dS K
-    }
-  }
-  if constexpr (TC) {
-    __syncthreads();
-    home_read<DC>(acc, dQs, ty, tx);
+    tile_accumulate<DC, 1>(acc, Ss, Ks, ty, tx, diag);  // acc += dS K
   }
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -616,7 +462,7 @@ __global__ void __launch_bounds__(kTileThreads)
 
 // dK and dV of a 64-key tile of kv head g: sums over the group's heads and the query tiles
 // at or after it. Thread (ty, tx) holds keys ty + 16 i and queries tx + 16 j.
-template <int DC, bool TC>
+template <int DC>
 __global__ void __launch_bounds__(kTileThreads)
     k_attn_dkv_tiled(float* dqkv, const float* dout, const float* qkv, const float* out,
                      const float* lse, int T, int H, int Hkv, float scale) {
@@ -626,7 +472,6 @@ __global__ void __launch_bounds__(kTileThreads)
   float *Ks = sm, *Vs = Ks + kTile * LD, *Qs = Vs + kTile * LD, *dOs = Qs + kTile * LD;
   float *Ps = dOs + kTile * LD, *Ss = Ps + kTile * kPLd, *Ds = Ss + kTile * kPLd;
   float* Ls = Ds + kTile;
-  float *dKs = Ls + kTile, *dVs = dKs + kTile * LD;  // TC: the accumulators
   const int kt = blockIdx.x, bg = blockIdx.y, b = bg / Hkv, g = bg % Hkv, group = H / Hkv;
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, k0 = kt * kTile;
   const size_t stride = (size_t)(H + 2 * Hkv) * D;
@@ -638,10 +483,6 @@ __global__ void __launch_bounds__(kTileThreads)
   for (int i = 0; i < 4; ++i)
 #pragma unroll
     for (int c = 0; c < DC; ++c) dk[i][c] = dv[i][c] = 0.f;
-  if constexpr (TC) {
-    home_zero<DC>(dKs, ty, tx);
-    home_zero<DC>(dVs, ty, tx);
-  }
   const int ntiles = (T + kTile - 1) / kTile;
   for (int h = g * group; h < (g + 1) * group; ++h) {
     for (int qt = kt; qt < ntiles; ++qt) {
@@ -653,21 +494,8 @@ __global__ void __launch_bounds__(kTileThreads)
       load_row_stats<D>(Ds, Ls, dout, out, lse, b, h, H, T, q0);
       __syncthreads();
       float s[4][4], dp[4][4];
-      if constexpr (TC) {
-        wmma_abt<D>(Ps, Ks, Qs);
-        wmma_abt<D>(Ss, Vs, dOs);
-        __syncthreads();
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            s[i][j] = Ps[(ty + 16 * i) * kPLd + tx + 16 * j];
-            dp[i][j] = Ss[(ty + 16 * i) * kPLd + tx + 16 * j];
-          }
-      } else {
-        tile_scores<D>(s, Ks, Qs, ty, tx);
-        tile_scores<D>(dp, Vs, dOs, ty, tx);
-      }
+      tile_scores<D>(s, Ks, Qs, ty, tx);
+      tile_scores<D>(dp, Vs, dOs, ty, tx);
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int r = ty + 16 * i;  // key
@@ -681,24 +509,9 @@ __global__ void __launch_bounds__(kTileThreads)
         }
       }
       __syncthreads();
-      if constexpr (TC) {
-        if (diag) {
-          home_accumulate<DC, 2>(dVs, Ps, dOs, ty, tx);
-          home_accumulate<DC, 2>(dKs, Ss, Qs, ty, tx);
-        } else {
-          wmma_acc<DC>(dVs, Ps, dOs);
-          wmma_acc<DC>(dKs, Ss, Qs);
-        }
-      } else {
-        tile_accumulate<DC, 2>(dv, Ps, dOs, ty, tx, diag);  // dV += P dO
-        tile_accumulate<DC, 2>(dk, Ss, Qs, ty, tx, diag);   // dK += dS Q
-      }
+      tile_accumulate<DC, 2>(dv, Ps, dOs, ty, tx, diag);  // dV += P dO
+      tile_accumulate<DC, 2>(dk, Ss, Qs, ty, tx, diag);   // dK += dS Q
     }
-  }
-  if constexpr (TC) {
-    __syncthreads();
-    home_read<DC>(dk, dKs, ty, tx);
-    home_read<DC>(dv, dVs, ty, tx);
   }
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -714,60 +527,56 @@ __global__ void __launch_bounds__(kTileThreads)
   }
 }
 
-constexpr size_t tiled_fwd_smem(int D, bool tc) {
-  return sizeof(float) * (3 * kTile * (D + 4) + kTile * kPLd + (tc ? kTile * (D + 4) : 0));
+constexpr size_t tiled_fwd_smem(int D) {
+  return sizeof(float) * (3 * kTile * (D + 4) + kTile * kPLd);
 }
-constexpr size_t tiled_dq_smem(int D, bool tc) {
-  return sizeof(float) * (4 * kTile * (D + 4) + kTile * kPLd + 2 * kTile +
-                          (tc ? kTile * kPLd + kTile * (D + 4) : 0));
+constexpr size_t tiled_dq_smem(int D) {
+  return sizeof(float) * (4 * kTile * (D + 4) + kTile * kPLd + 2 * kTile);
 }
-constexpr size_t tiled_dkv_smem(int D, bool tc) {
-  return sizeof(float) * (4 * kTile * (D + 4) + 2 * kTile * kPLd + 2 * kTile +
-                          (tc ? 2 * kTile * (D + 4) : 0));
+constexpr size_t tiled_dkv_smem(int D) {
+  return sizeof(float) * (4 * kTile * (D + 4) + 2 * kTile * kPLd + 2 * kTile);
 }
 
-// Launches the tiled kernels for head dimension 16 * DC (TC: with tensor-core products); each
-// kernel's shared-memory limit is raised once, on first use.
-template <int DC, bool TC>
+// Launches the tiled kernels for head dimension 16 * DC; each kernel's shared-memory limit is
+// raised once, on first use.
+template <int DC>
 void tiled_forward(float* out, float* lse, const float* qkv, const AttnShape& s, float scale) {
   constexpr int D = 16 * DC;
-  constexpr size_t smem = tiled_fwd_smem(D, TC);
   static const bool init = [] {
-    TANDEM_CU(cudaFuncSetAttribute(k_attn_fwd_tiled<DC, TC>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    TANDEM_CU(cudaFuncSetAttribute(k_attn_fwd_tiled<DC>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)tiled_fwd_smem(D)));
     return true;
   }();
   (void)init;
   const dim3 grid((s.T + kTile - 1) / kTile, s.B * s.H);
-  k_attn_fwd_tiled<DC, TC><<<grid, kTileThreads, smem>>>(out, lse, qkv, s.T, s.H, s.Hkv, scale);
+  k_attn_fwd_tiled<DC><<<grid, kTileThreads, tiled_fwd_smem(D)>>>(out, lse, qkv, s.T, s.H, s.Hkv,
+                                                                   scale);
   TANDEM_CU_LAUNCHED();
 }
 
-template <int DC, bool TC>
+template <int DC>
 void tiled_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
                     const float* lse, const AttnShape& s, float scale) {
   constexpr int D = 16 * DC;
-  constexpr size_t smem_dq = tiled_dq_smem(D, TC), smem_dkv = tiled_dkv_smem(D, TC);
   static const bool init = [] {
-    TANDEM_CU(cudaFuncSetAttribute(k_attn_dq_tiled<DC, TC>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_dq));
-    TANDEM_CU(cudaFuncSetAttribute(k_attn_dkv_tiled<DC, TC>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_dkv));
+    TANDEM_CU(cudaFuncSetAttribute(k_attn_dq_tiled<DC>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)tiled_dq_smem(D)));
+    TANDEM_CU(cudaFuncSetAttribute(k_attn_dkv_tiled<DC>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)tiled_dkv_smem(D)));
     return true;
   }();
   (void)init;
   const int tiles = (s.T + kTile - 1) / kTile;
-  k_attn_dq_tiled<DC, TC><<<dim3(tiles, s.B * s.H), kTileThreads, smem_dq>>>(
+  k_attn_dq_tiled<DC><<<dim3(tiles, s.B * s.H), kTileThreads, tiled_dq_smem(D)>>>(
       dqkv, dout, qkv, out, lse, s.T, s.H, s.Hkv, scale);
   TANDEM_CU_LAUNCHED();
-  k_attn_dkv_tiled<DC, TC><<<dim3(tiles, s.B * s.Hkv), kTileThreads, smem_dkv>>>(
+  k_attn_dkv_tiled<DC><<<dim3(tiles, s.B * s.Hkv), kTileThreads, tiled_dkv_smem(D)>>>(
       dqkv, dout, qkv, out, lse, s.T, s.H, s.Hkv, scale);
   TANDEM_CU_LAUNCHED();
 }
-
-// Tensor cores for head dimensions up to 64 on the bf16 backend (larger ones would not fit
-// their accumulators in shared memory).
-constexpr int kMaxTcChunks = 4;
 
 // The tiled path for D = 16, 32, ..., 128; false where the warp-per-row kernels must run.
 template <class F>
@@ -794,13 +603,7 @@ void CudaBackend::attention_forward(float* out, float* lse, const float* qkv, co
   const size_t warps = (size_t)s.B * s.H * s.T;
   if (warps == 0) return;
   const float scale = 1.0f / sqrtf((float)s.D);
-  if (tiled_dispatch(s.D, [&](auto dc) {
-        constexpr int DC = decltype(dc)::value;
-        if (bf16_ && DC <= kMaxTcChunks)
-          tiled_forward<DC, DC <= kMaxTcChunks>(out, lse, qkv, s, scale);
-        else
-          tiled_forward<DC, false>(out, lse, qkv, s, scale);
-      }))
+  if (tiled_dispatch(s.D, [&](auto dc) { tiled_forward<decltype(dc)::value>(out, lse, qkv, s, scale); }))
     return;
   k_attention_forward<<<warp_blocks(warps), 32 * kWarpsPerBlock>>>(
       out, lse, qkv, s.B, s.T, s.H, s.Hkv, s.D, scale);
@@ -813,11 +616,7 @@ void CudaBackend::attention_backward(float* dqkv, const float* dout, const float
   if ((size_t)s.B * s.T == 0) return;
   const float scale = 1.0f / sqrtf((float)s.D);
   if (tiled_dispatch(s.D, [&](auto dc) {
-        constexpr int DC = decltype(dc)::value;
-        if (bf16_ && DC <= kMaxTcChunks)
-          tiled_backward<DC, DC <= kMaxTcChunks>(dqkv, dout, qkv, out, lse, s, scale);
-        else
-          tiled_backward<DC, false>(dqkv, dout, qkv, out, lse, s, scale);
+        tiled_backward<decltype(dc)::value>(dqkv, dout, qkv, out, lse, s, scale);
       }))
     return;
   k_attention_dq<<<warp_blocks((size_t)s.B * s.H * s.T), 32 * kWarpsPerBlock>>>(
