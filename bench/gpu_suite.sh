@@ -61,10 +61,12 @@ import harness as h; h.write_config(sys.argv[1] + '/tiny.toml', h.prepare_datase
     resilience)
       step resilience-cuda "$limit" env TANDEM_BIN="$tandem" TANDEM_TRAIN_BACKEND=cuda CHAOS_STEPS=3000 \
         python3 tests/resilience/test_resilience.py ;;
-    bench)
+    bench)  # BENCH_RUNS runs of each (default 3): quote the median
       for c in gpt2-124m llama-350m; do
-        step "train-step-$c" "$limit" "$build/bench/train_step" "configs/$c.toml" --backend cuda \
-          --steps 10 --warmup 2
+        for r in $(seq "${BENCH_RUNS:-3}"); do
+          step "train-step-$c-$r" "$limit" "$build/bench/train_step" "configs/$c.toml" \
+            --backend cuda --steps 10 --warmup 2
+        done
       done ;;
     profile)
       step profile-gpt2-124m "$limit" "$build/bench/train_step" configs/gpt2-124m.toml \
@@ -80,4 +82,4 @@ import harness as h; h.write_config(sys.argv[1] + '/tiny.toml', h.prepare_datase
 done
 echo "== summary"
 printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
-grep -h "RESULT\|verdict\|Verdict\|MFU" "$out"/*.log 2>/dev/null | tee -a "$out/summary.txt"
+grep "RESULT\|verdict:\|MFU" "$out"/*.log 2>/dev/null | tee -a "$out/summary.txt"
