@@ -255,7 +255,9 @@ class Streaming(unittest.TestCase):
                 "seed": 11, "stop": ["zzzz"]}
         srv = Server("--stream-interval-ms", "300")
         try:
+            t0 = time.monotonic()
             texts = self.stream(srv, body)
+            elapsed = time.monotonic() - t0
             status, data = srv.request("POST", "/v1/completions", body)
             self.assertEqual(status, 200)
             full = json.loads(data)
@@ -263,10 +265,12 @@ class Streaming(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0)
         self.assertEqual("".join(texts), full["choices"][0]["text"])
-        # Generation takes far less than 300 ms here: the first token goes out at once and
-        # the rest together at the end, instead of one event per token.
+        # The first token goes out at once, then at most one event per 300 ms and the end:
+        # on an idle machine that is 2 or 3 events for the whole reply instead of one per
+        # token (a busy machine generates more slowly and gets proportionally more).
         self.assertGreaterEqual(tokens, 10)
-        self.assertLessEqual(len(texts), 3, texts)
+        self.assertLess(len(texts), tokens, texts)
+        self.assertLessEqual(len(texts), 3 + int(elapsed / 0.3), (texts, elapsed))
 
     def test_bad_stream_interval_is_rejected(self):
         r = subprocess.run([BIN, "serve", "-c", MODEL, "--stream-interval-ms", "-1"],
