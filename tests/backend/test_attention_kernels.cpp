@@ -253,6 +253,48 @@ TEST(Attention, BackwardWritesEveryEntry) {
   }
 }
 
+TEST(Attention, NanReachesOnlyWhatDependsOnIt) {
+  // Causality for non-finite values: a NaN in the value of token j (or in the output gradient
+  // of token t) must reach exactly the outputs (gradients) that depend on it, never through a
+  // masked weight of zero (0 * NaN). j and t sit inside a 64-row block, with rows of the same
+  // block on both sides.
+  const AttnShape s{1, 100, 2, 1, 64};
+  const int stride = s.qkv_stride(), HD = s.H * s.D, j = 70, t = 75;
+  const size_t n = qkv_size(s), n_out = static_cast<size_t>(s.T) * HD;
+  auto qkv = uniform(n, 540, -1.f, 1.f);
+  qkv[static_cast<size_t>(j) * stride + (s.H + s.Hkv) * s.D + 3] = NAN;  // v_j
+  DeviceBuf<float> d_qkv(qkv), d_out(n_out), d_lse(static_cast<size_t>(s.H) * s.T);
+  backend().attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), s);
+  auto out = d_out.download();
+  for (int r = 0; r < s.T; ++r)
+    EXPECT_EQ(std::isnan(out[static_cast<size_t>(r) * HD + 3]), r >= j) << "output row " << r;
+
+  // Backward from clean inputs, with a NaN in dout at token t: dV and dK of keys after t stay
+  // finite, those at or before t do not; dQ rows before t stay finite.
+  qkv = uniform(n, 541, -1.f, 1.f);
+  auto dout = uniform(n_out, 542);
+  dout[static_cast<size_t>(t) * HD + 5] = NAN;
+  DeviceBuf<float> d_q2(qkv), d_dout(dout), d_dqkv(n);
+  backend().attention_forward(d_out.get(), d_lse.get(), d_q2.get(), s);
+  backend().attention_backward(d_dqkv.get(), d_dout.get(), d_q2.get(), d_out.get(), d_lse.get(),
+                               s);
+  auto g = d_dqkv.download();
+  for (int r = 0; r < s.T; ++r) {
+    const float* row = g.data() + static_cast<size_t>(r) * stride;
+    bool dq_nan = false, dk_nan = false, dv_nan = false;
+    for (int d = 0; d < HD; ++d) dq_nan |= std::isnan(row[d]);
+    for (int d = 0; d < s.D; ++d) {
+      dk_nan |= std::isnan(row[HD + d]);
+      dv_nan |= std::isnan(row[HD + s.Hkv * s.D + d]);
+    }
+    EXPECT_EQ(dv_nan, r <= t) << "dv row " << r;
+    EXPECT_EQ(dk_nan, r <= t) << "dk row " << r;
+    if (r < t) {
+      EXPECT_FALSE(dq_nan) << "dq row " << r;
+    }
+  }
+}
+
 // ---- attention over a KV cache ------------------------------------------------------------------
 
 struct KvCase {

@@ -142,12 +142,25 @@ std::vector<float>& scratch(size_t n) {
 
 }  // namespace
 
+// True when rows [r0, r0 + n) of X (D wide, row stride ldx) hold no NaN or Inf.
+static bool rows_finite(const float* X, int ldx, int r0, int n, int D) {
+  for (int r = r0; r < r0 + n; ++r)
+    for (int d = 0; d < D; ++d)
+      if (!std::isfinite(X[(size_t)r * ldx + d])) return false;
+  return true;
+}
+
 // out[t] = sum over j <= r0 + t of P[t][j] * X[j] for the rows t < rows of a row block starting
-// at r0: a GEMM over the keys before the block, then the block's own causal triangle one row at
-// a time. The masked entries are never multiplied, so a NaN in a row of X reaches only the
-// outputs that depend on it (0 * NaN would spread it through the whole block).
-static void causal_block_product(float* out, int ldo, const float* P, int ldp, const float* X, int ldx,
-                                 int r0, int rows, int D) {
+// at r0 (P's masked entries are zero). When the block's own rows of X are finite this is one
+// GEMM over the keys up to the block's end: the masked zeros add exact zeros. Otherwise a NaN
+// or Inf there would spread through 0 * NaN to rows that must not see it, so the block's
+// triangle is summed row by row, skipping the masked entries.
+static void causal_block_product(float* out, int ldo, const float* P, int ldp, const float* X,
+                                 int ldx, int r0, int rows, int D) {
+  if (rows_finite(X, ldx, r0, rows, D)) {
+    blas::sgemm(false, false, rows, D, r0 + rows, 1.f, P, ldp, X, ldx, 0.f, out, ldo);
+    return;
+  }
   if (r0 > 0)
     blas::sgemm(false, false, rows, D, r0, 1.f, P, ldp, X, ldx, 0.f, out, ldo);
   else
@@ -158,10 +171,16 @@ static void causal_block_product(float* out, int ldo, const float* P, int ldp, c
 }
 
 // The transposed form for the key gradients: out[j] += sum over t >= j of P[t][j] * X[t] for the
-// keys j of a column block [c0, c0 + cols), over the rows t < T.
-static void causal_block_product_t(float* out, int ldo, const float* P, int ldp, const float* X, int ldx,
-                                   int c0, int cols, int T, int D) {
+// keys j of a column block [c0, c0 + cols), over the rows t < T; the same rule for non-finite
+// rows of X inside the block.
+static void causal_block_product_t(float* out, int ldo, const float* P, int ldp, const float* X,
+                                   int ldx, int c0, int cols, int T, int D) {
   const int c1 = c0 + cols;
+  if (rows_finite(X, ldx, c0, cols, D)) {
+    blas::sgemm(true, false, cols, D, T - c0, 1.f, P + (size_t)c0 * ldp + c0, ldp,
+                X + (size_t)c0 * ldx, ldx, 1.f, out, ldo);
+    return;
+  }
   for (int j = c0; j < c1; ++j)
     for (int t = j; t < c1; ++t)
       axpy(out + (size_t)(j - c0) * ldo, P[(size_t)t * ldp + j], X + (size_t)t * ldx, D);
