@@ -72,8 +72,8 @@ class CudaBackend final : public Backend {
   void wmatmul_forward(float* out, const float* x, const WMatrix& w, int M,
                        void* scratch) override;
 
-  // out (rows x cols, leading dimension ldc) = op(A) op(B) in cuBLAS's column-major terms,
-  // with this backend's math mode; beta 0 writes, 1 accumulates.
+  // out (rows x cols, leading dimension ldc) = op(A) op(B) in cuBLAS's column-major terms, in
+  // fp32; beta 0 writes, 1 accumulates.
   void gemm(bool ta, bool tb, int m, int n, int k, const float* A, int lda, const float* B,
             int ldb, float beta, float* C, int ldc);
 
@@ -84,12 +84,6 @@ class CudaBackend final : public Backend {
   // src (n floats) rounded to bf16 (nearest even) in device buffer `slot` (0..2), valid until
   // that slot is used again.
   const __nv_bfloat16* bf16_copy(int slot, const float* src, size_t n);
-
-  cublasHandle_t blas_handle() const { return blas_; }
-  // cuBLAS compute type of this backend's matmuls.
-  cublasComputeType_t compute_type() const {
-    return bf16_ ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
-  }
 
   // Small per-row tables of an inference step (positions, slots) copied to the device.
   int32_t* upload_meta(const int32_t* host, size_t count);

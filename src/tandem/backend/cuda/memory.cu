@@ -87,17 +87,23 @@ int32_t* CudaBackend::upload_meta(const int32_t* host, size_t count) {
   return meta_;
 }
 
-void* CudaBackend::scratch(size_t bytes) {
-  if (bytes > scratch_cap_) {
-    // cudaFree waits for the work in flight, so no kernel still reads the old buffer.
-    if (scratch_) TANDEM_CU(cudaFree(scratch_));
-    scratch_ = nullptr;
-    scratch_cap_ = 0;
-    TANDEM_CU(cudaMalloc(&scratch_, bytes));
-    scratch_cap_ = bytes;
+namespace {
+// A device buffer of at least `bytes`, reallocated when too small. cudaFree waits for the work
+// in flight, so no kernel still reads the old buffer.
+template <typename T>
+T* grown(T*& buf, size_t& cap, size_t bytes) {
+  if (bytes > cap) {
+    if (buf) TANDEM_CU(cudaFree(buf));
+    buf = nullptr;
+    cap = 0;
+    TANDEM_CU(cudaMalloc(&buf, bytes));
+    cap = bytes;
   }
-  return scratch_;
+  return buf;
 }
+}  // namespace
+
+void* CudaBackend::scratch(size_t bytes) { return grown(scratch_, scratch_cap_, bytes); }
 
 namespace {
 __global__ void k_to_bf16(__nv_bfloat16* dst, const float* src, size_t n) {
@@ -107,18 +113,12 @@ __global__ void k_to_bf16(__nv_bfloat16* dst, const float* src, size_t n) {
 }  // namespace
 
 const __nv_bfloat16* CudaBackend::bf16_copy(int slot, const float* src, size_t n) {
-  if (n > bf16_cap_[slot]) {
-    if (bf16_buf_[slot]) TANDEM_CU(cudaFree(bf16_buf_[slot]));
-    bf16_buf_[slot] = nullptr;
-    bf16_cap_[slot] = 0;
-    TANDEM_CU(cudaMalloc(&bf16_buf_[slot], n * sizeof(__nv_bfloat16)));
-    bf16_cap_[slot] = n;
-  }
+  __nv_bfloat16* dst = grown(bf16_buf_[slot], bf16_cap_[slot], n * sizeof(__nv_bfloat16));
   if (n) {
-    k_to_bf16<<<blocks_for(n, 256), 256>>>(bf16_buf_[slot], src, n);
+    k_to_bf16<<<blocks_for(n, 256), 256>>>(dst, src, n);
     TANDEM_CU_LAUNCHED();
   }
-  return bf16_buf_[slot];
+  return dst;
 }
 
 void CudaBackend::gemm_bf16(bool ta, bool tb, int m, int n, int k, const __nv_bfloat16* A,
@@ -135,7 +135,7 @@ void CudaBackend::gemm(bool ta, bool tb, int m, int n, int k, const float* A, in
   const float alpha = 1.f;
   TANDEM_CU(cublasGemmEx(blas_, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
                          m, n, k, &alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, &beta, C,
-                         CUDA_R_32F, ldc, compute_type(), CUBLAS_GEMM_DEFAULT));
+                         CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 
