@@ -1,7 +1,8 @@
 // Batch-1 inference speed of a checkpoint: prefill of a P-token prompt and greedy decoding of
 // G tokens, median of several repetitions. Prints one JSON line per weight type.
 //   infer_speed CHECKPOINT [--quant none,int8,q4] [--prompt 128] [--gen 128] [--reps 5]
-//               [--threads 2]
+//               [--threads 2] [--batch B (also time B sequences decoding together)]
+//               [--single 0 (skip the batch-1 timings)]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "profiling_backend.h"
 #include "tandem/core/error.h"
 #include "tandem/infer/engine.h"
 #include "tandem/infer/quant.h"
@@ -30,7 +32,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string ckpt = argv[1], quants = "none,int8,q4";
-  int P = 128, G = 128, reps = 5, threads = 2, batch = 1;
+  int P = 128, G = 128, reps = 5, threads = 2, batch = 1, single = 1, profile = 0;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--quant") quants = v;
@@ -39,13 +41,17 @@ int main(int argc, char** argv) {
     else if (k == "--reps") reps = std::atoi(v.c_str());
     else if (k == "--threads") threads = std::atoi(v.c_str());
     else if (k == "--batch") batch = std::atoi(v.c_str());
+    else if (k == "--single") single = std::atoi(v.c_str());
+    else if (k == "--profile") profile = std::atoi(v.c_str());
   }
   try {
     ModelFiles mf = load_model_files(ckpt);
     const ModelConfig& c = mf.config.model;
     G = std::min(G, c.context / 2);
     P = std::min(P, c.context - G);
-    auto be = make_backend("cpu", threads);
+    auto cpu = make_backend("cpu", threads);
+    bench::ProfilingBackend prof(*cpu);
+    Backend* be = profile ? static_cast<Backend*>(&prof) : cpu.get();
     std::stringstream qs(quants);
     for (std::string q; std::getline(qs, q, ',');) {
       InferModel im(c, mf.params.data(), *be, parse_quant(q));
@@ -54,7 +60,7 @@ int main(int argc, char** argv) {
       for (int i = 0; i < P; ++i) prompt[i] = 3 + (i * 7919) % (c.vocab_size - 3);
       std::vector<double> pre, dec;
       std::vector<float> row(c.vocab_size);
-      for (int r = 0; r < reps + 1; ++r) {  // the first repetition warms up
+      for (int r = 0; r < (single ? reps + 1 : 0); ++r) {  // the first repetition warms up
         eng.reset(0);
         auto t0 = Clock::now();
         BatchEngine::Item it{0, prompt.data(), P, false};
@@ -87,6 +93,7 @@ int main(int argc, char** argv) {
           }
           be2.step(items);
           for (int s = 0; s < batch; ++s) last[s] = 3 + s;
+          if (r == 1) prof.seconds.clear();
           auto t0 = Clock::now();
           for (int g = 0; g < G; ++g) {
             for (int s = 0; s < batch; ++s) items[s] = {s, &last[s], 1, false};
@@ -95,12 +102,16 @@ int main(int argc, char** argv) {
           if (r > 0) rates.push_back((double)G * batch / std::chrono::duration<double>(Clock::now() - t0).count());
         }
         batched = median(rates);
+        if (profile) {  // per kernel family, ms per batched step
+          for (const auto& [k, sec] : prof.seconds)
+            std::fprintf(stderr, "  %-14s %7.3f ms/step\n", k.c_str(), sec * 1e3 / ((double)reps * G));
+        }
       }
       std::printf("{\"runtime\":\"tandem\",\"quant\":\"%s\",\"params\":%lld,\"weight_mb\":%.1f,"
                   "\"prompt\":%d,\"gen\":%d,\"prefill_tps\":%.1f,\"decode_tps\":%.1f,"
                   "\"batch\":%d,\"batched_decode_tps\":%.1f}\n",
                   q.c_str(), (long long)c.num_params(), im.weight_bytes() / 1e6, P, G,
-                  median(pre), median(dec), batch, batched);
+                  single ? median(pre) : 0.0, single ? median(dec) : 0.0, batch, batched);
       std::fflush(stdout);
     }
   } catch (const Error& e) {

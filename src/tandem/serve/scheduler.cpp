@@ -143,6 +143,9 @@ SchedulerStats Scheduler::stats() const {
   st.prompt_tokens = prompt_tokens_;
   st.completion_tokens = completion_tokens_;
   st.steps = steps_;
+  st.step_tokens = step_tokens_;
+  st.forward_seconds = forward_seconds_;
+  st.step_seconds = step_seconds_;
   st.cancelled = cancelled_;
   st.ttft_count = ttft_count_;
   st.ttft_sum = ttft_sum_;
@@ -287,9 +290,12 @@ void Scheduler::run_step(std::vector<Seq*>& active) {
       budget -= n;
     }
   if (items.empty()) return;
+  const auto start = Clock::now();
   const float* logits = engine_.step(items);
   const int V = engine_.model().config().vocab_size;
   const auto now = Clock::now();
+  int step_tokens = 0;
+  for (const auto& it : items) step_tokens += it.n;
   // Rows that yield a token (decodes and last prompt chunks) are sampled in parallel: each
   // draw depends only on its own row, seed and position, so the order does not matter.
   const int count = (int)items.size();
@@ -373,6 +379,9 @@ void Scheduler::run_step(std::vector<Seq*>& active) {
   }
   std::lock_guard lk(mu_);
   ++steps_;
+  step_tokens_ += step_tokens;
+  forward_seconds_ += std::chrono::duration<double>(now - start).count();
+  step_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
   prompt_tokens_ += prompt_tokens;
   completion_tokens_ += new_tokens;
   const double t = std::chrono::duration<double>(now.time_since_epoch()).count();

@@ -75,6 +75,9 @@ struct SchedulerOptions {
 struct SchedulerStats {
   int64_t queued = 0, active = 0;
   int64_t prompt_tokens = 0, completion_tokens = 0, steps = 0, cancelled = 0;
+  int64_t step_tokens = 0;       // tokens through the forward, summed over steps (batch sizes)
+  double forward_seconds = 0;    // time in the batched forward
+  double step_seconds = 0;       // time in whole steps: forward, sampling, stop rules, publishing
   double tokens_per_second = 0;  // generated tokens over the last 10 s
   // Time to first token: count, sum and cumulative histogram counts for kTtftBuckets.
   int64_t ttft_count = 0;
@@ -111,6 +114,8 @@ class Scheduler {
   bool stop_ = false;
   // Metrics.
   int64_t prompt_tokens_ = 0, completion_tokens_ = 0, steps_ = 0, cancelled_ = 0;
+  int64_t step_tokens_ = 0;
+  double forward_seconds_ = 0, step_seconds_ = 0;
   int64_t ttft_count_ = 0;
   double ttft_sum_ = 0;
   std::vector<int64_t> ttft_buckets_;

@@ -202,6 +202,14 @@ struct Server::Impl {
     metric("tandem_slots", "gauge", "KV cache slots (the most sequences decoded together).",
            (double)sched.slots());
     metric("tandem_engine_steps_total", "counter", "Batched forward steps.", (double)st.steps);
+    metric("tandem_engine_step_tokens_total", "counter",
+           "Tokens through the batched forward, summed over steps (over steps: the mean batch).",
+           (double)st.step_tokens);
+    metric("tandem_engine_forward_seconds_total", "counter", "Time spent in batched forwards.",
+           st.forward_seconds);
+    metric("tandem_engine_step_seconds_total", "counter",
+           "Time spent in steps: the forward, sampling, stop rules and publishing the tokens.",
+           st.step_seconds);
     metric("tandem_cancelled_sequences_total", "counter",
            "Sequences cancelled because their client went away.", (double)st.cancelled);
     metric("tandem_tokens_per_second", "gauge", "Generated tokens per second over the last 10 s.",

@@ -30,6 +30,8 @@ inline void axpy(float* y, float a, const float* x, int n) {
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+constexpr int kMaxHeadsPerTask = 64;  // heads one attend_heads call may take
+
 #if defined(__AVX512F__)
 // Lane i of the result is the sum of the lanes of v[perm(i)], where the inputs were placed
 // so that the result comes out in order: slot s holds item 4 * (s % 4) + s / 4. Four levels
@@ -48,80 +50,101 @@ inline __m512 hsum16(const __m512* v) {
   return _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xDD));
 }
 
-// attend_row for head size 16 * NV: the query and the output accumulators stay in registers;
-// scores go sixteen keys at a time; the softmax uses the shared vectorized exp.
+// One query row against cache positions 0..last for heads [h0, h1) together. The cache rows
+// (all kv heads of a position, contiguous) are walked once in blocks of 16 positions and each
+// block serves every head of the range while it is in L1: one sequential stream per row
+// instead of a strided one per head, which is what bounds decoding with many sequences.
+// A head's result depends only on its own data, never on the range it was computed in:
+// scores sixteen keys at a time (hsum16), then for the values S accumulator sets per head,
+// key j feeding set j % S, summed in set order at the end.
 template <int NV>
-float attend_row_v(float* o, float* scores, const float* q, const float* k0, const float* v0,
-                   int kv_stride, int last, float scale) {
-  const int n = last + 1;
-  __m512 qv[NV];
-  for (int c = 0; c < NV; ++c) qv[c] = _mm512_loadu_ps(q + 16 * c);
-  auto qdot = [&](int j) {
-    const float* k = k0 + (size_t)j * kv_stride;
-    __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k));
-    for (int c = 1; c < NV; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k + 16 * c), acc);
-    return acc;
-  };
-  const __m512 sc = _mm512_set1_ps(scale);
-  __m512 mxv = _mm512_set1_ps(-INFINITY);
-  int j = 0;
-  for (; j + 16 <= n; j += 16) {
-    __m512 v[16];
-    for (int s = 0; s < 16; ++s) v[s] = qdot(j + 4 * (s % 4) + s / 4);
-    const __m512 r = _mm512_mul_ps(hsum16(v), sc);
-    _mm512_storeu_ps(scores + j, r);
-    mxv = _mm512_max_ps(mxv, r);
-  }
-  float mx = _mm512_reduce_max_ps(mxv);
-  for (; j < n; ++j) {
-    scores[j] = scale * _mm512_reduce_add_ps(qdot(j));
-    mx = std::max(mx, scores[j]);
-  }
-  const float sum = simd::exp_shift_sum(scores, scores, n, mx);
-  // Four interleaved accumulator sets (keys j mod 4) hide the FMA latency; fewer when the
-  // head is wide enough to fill the pipeline alone.
+void attend_heads_v(float* o, const float* q, const float* k0, const float* v0, int kv_stride,
+                    int last, float scale, int h0, int h1, int group) {
+  constexpr int D = 16 * NV;
   constexpr int S = NV <= 2 ? 4 : NV <= 4 ? 2 : 1;
-  __m512 acc[S][NV];
-  for (int t = 0; t < S; ++t)
-    for (int c = 0; c < NV; ++c) acc[t][c] = _mm512_setzero_ps();
-  j = 0;
-  for (; j + S <= n; j += S)
-    for (int t = 0; t < S; ++t) {
-      const __m512 p = _mm512_set1_ps(scores[j + t]);
-      const float* v = v0 + (size_t)(j + t) * kv_stride;
-      for (int c = 0; c < NV; ++c) acc[t][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[t][c]);
+  const int n = last + 1, nh = h1 - h0, ns = (n + 15) / 16 * 16;
+  static thread_local std::vector<float> buf;
+  const size_t need = (size_t)nh * ns + (size_t)nh * S * D;
+  if (buf.size() < need) buf.resize(need);
+  float* scores = buf.data();                      // (nh, ns)
+  float* accs = scores + (size_t)nh * ns;           // (nh, S, D)
+  int j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int h = h0; h < h1; ++h) {
+      const float* qh = q + (size_t)h * D;
+      const float* kh = k0 + (size_t)(h / group) * D;
+      __m512 qv[NV];
+      for (int c = 0; c < NV; ++c) qv[c] = _mm512_loadu_ps(qh + 16 * c);
+      __m512 v[16];
+      for (int s = 0; s < 16; ++s) {
+        const float* k = kh + (size_t)(j + 4 * (s % 4) + s / 4) * kv_stride;
+        __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k));
+        for (int c = 1; c < NV; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k + 16 * c), acc);
+        v[s] = acc;
+      }
+      _mm512_storeu_ps(scores + (size_t)(h - h0) * ns + j,
+                       _mm512_mul_ps(hsum16(v), _mm512_set1_ps(scale)));
     }
-  for (; j < n; ++j) {
-    const __m512 p = _mm512_set1_ps(scores[j]);
-    const float* v = v0 + (size_t)j * kv_stride;
-    for (int c = 0; c < NV; ++c) acc[0][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[0][c]);
+  for (; j < n; ++j)
+    for (int h = h0; h < h1; ++h) {
+      const float* qh = q + (size_t)h * D;
+      const float* k = k0 + (size_t)(h / group) * D + (size_t)j * kv_stride;
+      __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qh), _mm512_loadu_ps(k));
+      for (int c = 1; c < NV; ++c)
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c), _mm512_loadu_ps(k + 16 * c), acc);
+      scores[(size_t)(h - h0) * ns + j] = scale * _mm512_reduce_add_ps(acc);
+    }
+  float sums[kMaxHeadsPerTask];
+  for (int h = 0; h < nh; ++h) {
+    float* sc = scores + (size_t)h * ns;
+    float mx = -INFINITY;
+    for (int i = 0; i < n; ++i) mx = std::max(mx, sc[i]);
+    sums[h] = simd::exp_shift_sum(sc, sc, n, mx);
   }
-  const __m512 inv = _mm512_set1_ps(1.0f / sum);
-  for (int c = 0; c < NV; ++c) {
-    __m512 t = acc[0][c];
-    for (int u = 1; u < S; ++u) t = _mm512_add_ps(t, acc[u][c]);
-    _mm512_storeu_ps(o + 16 * c, _mm512_mul_ps(t, inv));
+  std::memset(accs, 0, sizeof(float) * (size_t)nh * S * D);
+  for (int j0 = 0; j0 < n; j0 += 16) {
+    const int j1 = std::min(n, j0 + 16);
+    for (int h = h0; h < h1; ++h) {
+      const float* sc = scores + (size_t)(h - h0) * ns;
+      const float* vh = v0 + (size_t)(h / group) * D;
+      float* ah = accs + (size_t)(h - h0) * S * D;
+      __m512 acc[S][NV];
+      for (int t = 0; t < S; ++t)
+        for (int c = 0; c < NV; ++c) acc[t][c] = _mm512_loadu_ps(ah + t * D + 16 * c);
+      int jj = j0;
+      for (; jj + S <= j1; jj += S)
+        for (int t = 0; t < S; ++t) {  // j0 is a multiple of 16, so jj + t feeds set t
+          const __m512 p = _mm512_set1_ps(sc[jj + t]);
+          const float* v = vh + (size_t)(jj + t) * kv_stride;
+          for (int c = 0; c < NV; ++c)
+            acc[t][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[t][c]);
+        }
+      for (int t = 0; jj < j1; ++jj, ++t) {
+        const __m512 p = _mm512_set1_ps(sc[jj]);
+        const float* v = vh + (size_t)jj * kv_stride;
+        for (int c = 0; c < NV; ++c)
+          acc[t][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[t][c]);
+      }
+      for (int t = 0; t < S; ++t)
+        for (int c = 0; c < NV; ++c) _mm512_storeu_ps(ah + t * D + 16 * c, acc[t][c]);
+    }
   }
-  return mx + std::log(sum);
+  for (int h = h0; h < h1; ++h) {
+    const float* ah = accs + (size_t)(h - h0) * S * D;
+    const __m512 inv = _mm512_set1_ps(1.0f / sums[h - h0]);
+    for (int c = 0; c < NV; ++c) {
+      __m512 t = _mm512_loadu_ps(ah + 16 * c);
+      for (int u = 1; u < S; ++u) t = _mm512_add_ps(t, _mm512_loadu_ps(ah + u * D + 16 * c));
+      _mm512_storeu_ps(o + (size_t)h * D + 16 * c, _mm512_mul_ps(t, inv));
+    }
+  }
 }
 #endif
 
-// One query row against keys 0..last: writes softmax-weighted sum of values to `o` and returns
-// the log-sum-exp. `scores` is scratch of at least last+1 floats.
-float attend_row(float* o, float* scores, const float* q, const float* k0, const float* v0,
-                 int kv_stride, int last, int D, float scale) {
-#if defined(__AVX512F__)
-  switch (D) {
-    case 16: return attend_row_v<1>(o, scores, q, k0, v0, kv_stride, last, scale);
-    case 32: return attend_row_v<2>(o, scores, q, k0, v0, kv_stride, last, scale);
-    case 48: return attend_row_v<3>(o, scores, q, k0, v0, kv_stride, last, scale);
-    case 64: return attend_row_v<4>(o, scores, q, k0, v0, kv_stride, last, scale);
-    case 80: return attend_row_v<5>(o, scores, q, k0, v0, kv_stride, last, scale);
-    case 96: return attend_row_v<6>(o, scores, q, k0, v0, kv_stride, last, scale);
-    case 128: return attend_row_v<8>(o, scores, q, k0, v0, kv_stride, last, scale);
-    default: break;
-  }
-#endif
+// One query row against keys 0..last, one head (the portable path): writes the
+// softmax-weighted sum of values to `o`. `scores` is scratch of at least last+1 floats.
+void attend_row(float* o, float* scores, const float* q, const float* k0, const float* v0,
+                int kv_stride, int last, int D, float scale) {
   float mx = -INFINITY;
   for (int j = 0; j <= last; ++j) {
     scores[j] = scale * dot(q, k0 + (size_t)j * kv_stride, D);
@@ -131,7 +154,38 @@ float attend_row(float* o, float* scores, const float* q, const float* k0, const
   float inv = 1.0f / sum;
   for (int d = 0; d < D; ++d) o[d] = 0.f;
   for (int j = 0; j <= last; ++j) axpy(o, scores[j] * inv, v0 + (size_t)j * kv_stride, D);
-  return mx + std::log(sum);
+}
+
+// Heads [h0, h1) of one query row (q and o point at the row's head 0; k0 and v0 at the cache's
+// position 0, kv head 0) against cache positions 0..last.
+void attend_heads(float* o, const float* q, const float* k0, const float* v0, int kv_stride,
+                  int last, int D, float scale, int h0, int h1, int group) {
+#if defined(__AVX512F__)
+  switch (D) {
+    case 16: return attend_heads_v<1>(o, q, k0, v0, kv_stride, last, scale, h0, h1, group);
+    case 32: return attend_heads_v<2>(o, q, k0, v0, kv_stride, last, scale, h0, h1, group);
+    case 48: return attend_heads_v<3>(o, q, k0, v0, kv_stride, last, scale, h0, h1, group);
+    case 64: return attend_heads_v<4>(o, q, k0, v0, kv_stride, last, scale, h0, h1, group);
+    case 80: return attend_heads_v<5>(o, q, k0, v0, kv_stride, last, scale, h0, h1, group);
+    case 96: return attend_heads_v<6>(o, q, k0, v0, kv_stride, last, scale, h0, h1, group);
+    case 128: return attend_heads_v<8>(o, q, k0, v0, kv_stride, last, scale, h0, h1, group);
+    default: break;
+  }
+#endif
+  static thread_local std::vector<float> sc;
+  if (sc.size() < (size_t)last + 1) sc.resize((size_t)last + 1);
+  for (int h = h0; h < h1; ++h)
+    attend_row(o + (size_t)h * D, sc.data(), q + (size_t)h * D, k0 + (size_t)(h / group) * D,
+               v0 + (size_t)(h / group) * D, kv_stride, last, D, scale);
+}
+
+// Head ranges per query row for a parallel pass over `rows` rows: enough tasks to keep the
+// threads busy when there are few rows (one decoding sequence), whole rows otherwise. The
+// split never changes a head's arithmetic (attend_heads).
+int heads_per_task(int rows, int H, int threads) {
+  const int want = 4 * threads;  // tasks
+  const int groups = std::clamp((want + rows - 1) / rows, 1, H);
+  return std::min(kMaxHeadsPerTask, (H + groups - 1) / groups);
 }
 
 std::vector<float>& scratch(size_t n) {
@@ -299,23 +353,9 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
 
 void CpuBackend::attention_kv_forward(float* out, float* kcache, float* vcache, const float* qkv,
                                       const AttnShape& s, int pos0, int n) {
-  const int H = s.H, Hkv = s.Hkv, D = s.D, stride = s.qkv_stride();
-  const int group = H / Hkv, kvw = Hkv * D;
-  const float scale = 1.0f / std::sqrt((float)D);
-  for (int i = 0; i < n; ++i) {
-    std::memcpy(kcache + (size_t)(pos0 + i) * kvw, qkv + (size_t)i * stride + H * D,
-                sizeof(float) * kvw);
-    std::memcpy(vcache + (size_t)(pos0 + i) * kvw, qkv + (size_t)i * stride + (H + Hkv) * D,
-                sizeof(float) * kvw);
-  }
-#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) collapse(2)
-  for (int i = 0; i < n; ++i) {
-    for (int h = 0; h < H; ++h) {
-      float* sc = scratch(pos0 + n).data();
-      attend_row(out + ((size_t)i * H + h) * D, sc, qkv + (size_t)i * stride + h * D,
-                 kcache + (h / group) * D, vcache + (h / group) * D, kvw, pos0 + i, D, scale);
-    }
-  }
+  const int32_t slot = 0, row0 = 0;
+  const KvBatch b{&slot, &pos0, &n, &row0, 1, 0};
+  attention_kv_batch(out, kcache, vcache, qkv, s, b);
 }
 
 void CpuBackend::attention_kv_batch(float* out, float* kcache, float* vcache, const float* qkv,
@@ -323,9 +363,8 @@ void CpuBackend::attention_kv_batch(float* out, float* kcache, float* vcache, co
   const int H = s.H, Hkv = s.Hkv, D = s.D, stride = s.qkv_stride();
   const int group = H / Hkv, kvw = Hkv * D;
   const float scale = 1.0f / std::sqrt((float)D);
-  // Append every sequence's new keys and values, then one parallel pass over (row, head).
-  std::vector<int32_t> seq_of_row;
-  int longest = 0;
+  // Append every sequence's new keys and values, then one parallel pass over (row, heads).
+  std::vector<int32_t> task_seq, task_t;  // one per new row
   for (int i = 0; i < b.count; ++i) {
     float* kc = kcache + b.slot[i] * b.slot_stride;
     float* vc = vcache + b.slot[i] * b.slot_stride;
@@ -333,25 +372,21 @@ void CpuBackend::attention_kv_batch(float* out, float* kcache, float* vcache, co
       const float* row = qkv + (size_t)(b.row0[i] + t) * stride;
       std::memcpy(kc + (size_t)(b.pos0[i] + t) * kvw, row + H * D, sizeof(float) * kvw);
       std::memcpy(vc + (size_t)(b.pos0[i] + t) * kvw, row + (H + Hkv) * D, sizeof(float) * kvw);
-    }
-    longest = std::max(longest, b.pos0[i] + b.n[i]);
-  }
-  std::vector<int32_t> task_seq, task_t;  // tasks: one per new row, times H heads
-  for (int i = 0; i < b.count; ++i)
-    for (int t = 0; t < b.n[i]; ++t) {
       task_seq.push_back(i);
       task_t.push_back(t);
     }
-  const int tasks = (int)task_seq.size() * H;
-#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1)
+  }
+  const int rows = (int)task_seq.size();
+  const int hpt = heads_per_task(rows, H, threads_), per_row = (H + hpt - 1) / hpt;
+  const int tasks = rows * per_row;
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) if (tasks > 1)
   for (int k = 0; k < tasks; ++k) {
-    const int i = task_seq[k / H], t = task_t[k / H], h = k % H;
-    float* sc = scratch(longest).data();
-    const float* kc = kcache + b.slot[i] * b.slot_stride;
-    const float* vc = vcache + b.slot[i] * b.slot_stride;
+    const int i = task_seq[k / per_row], t = task_t[k / per_row];
+    const int h0 = (k % per_row) * hpt, h1 = std::min(H, h0 + hpt);
     const int r = b.row0[i] + t;
-    attend_row(out + ((size_t)r * H + h) * D, sc, qkv + (size_t)r * stride + h * D,
-               kc + (h / group) * D, vc + (h / group) * D, kvw, b.pos0[i] + t, D, scale);
+    attend_heads(out + (size_t)r * H * D, qkv + (size_t)r * stride,
+                 kcache + b.slot[i] * b.slot_stride, vcache + b.slot[i] * b.slot_stride, kvw,
+                 b.pos0[i] + t, D, scale, h0, h1, group);
   }
 }
 
