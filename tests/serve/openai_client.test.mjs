@@ -190,6 +190,15 @@ test('metrics count requests, tokens and time to first token', async () => {
   assert.ok(value(/^tandem_generated_tokens_total (\d+)/m) > 100);
   assert.ok(value(/^tandem_time_to_first_token_seconds_count (\d+)/m) >= 10);
   assert.match(text, /^tandem_queue_depth 0$/m);
+  // Engine time: a step holds its forward; the tokens through the forward are at least the
+  // generated ones (prompt chunks come on top), at least one per step.
+  const steps = value(/^tandem_engine_steps_total (\d+)/m);
+  const stepTokens = value(/^tandem_engine_step_tokens_total (\d+)/m);
+  const forward = value(/^tandem_engine_forward_seconds_total ([\d.e+-]+)/m);
+  const whole = value(/^tandem_engine_step_seconds_total ([\d.e+-]+)/m);
+  assert.ok(steps > 0 && stepTokens >= steps, `steps ${steps}, step tokens ${stepTokens}`);
+  assert.ok(stepTokens >= value(/^tandem_generated_tokens_total (\d+)/m));
+  assert.ok(forward > 0 && whole >= forward, `forward ${forward} s, steps ${whole} s`);
 });
 
 test('--api-key requires the bearer token', async () => {
