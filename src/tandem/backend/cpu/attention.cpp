@@ -52,8 +52,9 @@ inline __m512 hsum16(const __m512* v) {
 
 // One query row against cache positions 0..last for heads [h0, h1) together. The cache rows
 // (all kv heads of a position, contiguous) are walked once in blocks of 16 positions and each
-// block serves every head of the range while it is in L1: one sequential stream per row
-// instead of a strided one per head, which is what bounds decoding with many sequences.
+// block serves every head of the range while it is in L1. Fewer, larger tasks than one per
+// head: with many decoding sequences the cache comes from DRAM, and this split scaled better
+// over two threads (0.37 -> 0.27 ms of attention per 16-sequence step on `small`).
 // A head's result depends only on its own data, never on the range it was computed in:
 // scores sixteen keys at a time (hsum16), then for the values S accumulator sets per head,
 // key j feeding set j % S, summed in set order at the end.
@@ -141,6 +142,12 @@ void attend_heads_v(float* o, const float* q, const float* k0, const float* v0, 
 }
 #endif
 
+std::vector<float>& scratch(size_t n) {
+  static thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf;
+}
+
 // One query row against keys 0..last, one head (the portable path): writes the
 // softmax-weighted sum of values to `o`. `scores` is scratch of at least last+1 floats.
 void attend_row(float* o, float* scores, const float* q, const float* k0, const float* v0,
@@ -172,10 +179,9 @@ void attend_heads(float* o, const float* q, const float* k0, const float* v0, in
     default: break;
   }
 #endif
-  static thread_local std::vector<float> sc;
-  if (sc.size() < (size_t)last + 1) sc.resize((size_t)last + 1);
+  float* sc = scratch((size_t)last + 1).data();
   for (int h = h0; h < h1; ++h)
-    attend_row(o + (size_t)h * D, sc.data(), q + (size_t)h * D, k0 + (size_t)(h / group) * D,
+    attend_row(o + (size_t)h * D, sc, q + (size_t)h * D, k0 + (size_t)(h / group) * D,
                v0 + (size_t)(h / group) * D, kv_stride, last, D, scale);
 }
 
@@ -186,12 +192,6 @@ int heads_per_task(int rows, int H, int threads) {
   const int want = 4 * threads;  // tasks
   const int groups = std::clamp((want + rows - 1) / rows, 1, H);
   return std::min(kMaxHeadsPerTask, (H + groups - 1) / groups);
-}
-
-std::vector<float>& scratch(size_t n) {
-  static thread_local std::vector<float> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf;
 }
 
 }  // namespace
