@@ -138,7 +138,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, WMatmul,
                          ::testing::Values(WCase{1, 1, 32}, WCase{1, 7, 64}, WCase{3, 5, 96},
                                            WCase{5, 9, 288}, WCase{17, 33, 128},
                                            WCase{16, 384, 128}, WCase{2, 13, 40},
-                                           WCase{9, 10, 17}),
+                                           WCase{9, 10, 17}, WCase{29, 100, 64},
+                                           WCase{40, 48, 32}),
                          [](const auto& info) {
                            const WCase& c = info.param;
                            char buf[64];
