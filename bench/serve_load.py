@@ -2,15 +2,19 @@
 streaming clients (bench/serve_load.cpp: C++ clients, so they take little CPU from the
 server on a 2-core machine). Each client sends completion requests back to back (128-token prompt
 budget, 64 new tokens, sampling) for --seconds; prints aggregate generated tokens/s and the
-p50/p99 time to first token, and the 16-stream / 1-stream throughput ratio.
+p50/p99 time to first token, and the 16-stream / 1-stream throughput ratio. The levels run in
+--rounds interleaved rounds (1, 4, 16, 1, 4, 16, ...) against one server, so a slow spell of a
+shared machine falls on every level alike; the summary gives each level's median and the ratio
+of the medians.
 
-  /usr/bin/python3 bench/serve_load.py [--model small|RUN_DIR] [--quant none] [--seconds 20]
-                                       [--stream-interval-ms 0]
+  /usr/bin/python3 bench/serve_load.py [--model small|gpt2-124m|RUN_DIR] [--quant none]
+                                       [--seconds 10] [--rounds 3] [--stream-interval-ms 0]
 """
 import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +35,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="small")
     ap.add_argument("--quant", default="none")
-    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--levels", default="1,4,16")
     ap.add_argument("--stream-interval-ms", type=float, default=0,
                     help="the server's --stream-interval-ms")
@@ -46,18 +51,33 @@ def main():
     line = proc.stderr.readline()
     m = re.search(r"http://([\d.]+):(\d+)", line)
     host, port = m.group(1), int(m.group(2))
-    results = {}
+    levels = [int(x) for x in args.levels.split(",")]
+    results = {n: [] for n in levels}
     try:
         print(f"serve {run} ({args.quant}), 16 slots, 2 threads, stream interval "
-              f"{args.stream_interval_ms:g} ms; {args.seconds:.0f} s per level")
-        for level in [int(x) for x in args.levels.split(",")]:
-            r = level_run(host, port, level, args.seconds)
-            results[level] = r["tokens_per_s"]
-            print(f"  {level:>2} streams: {r['tokens_per_s']:8.0f} tokens/s aggregate, "
-                  f"{r['requests']} requests, TTFT p50 {r['ttft_p50_ms']:6.1f} ms, "
-                  f"p99 {r['ttft_p99_ms']:6.1f} ms, errors {r['errors']}", flush=True)
-        if 1 in results and 16 in results:
-            print(f"  16 streams / 1 stream: {results[16] / results[1]:.2f}x")
+              f"{args.stream_interval_ms:g} ms; {args.seconds:.0f} s per level, "
+              f"{args.rounds} rounds")
+        for rnd in range(args.rounds):
+            for level in levels:
+                r = level_run(host, port, level, args.seconds)
+                results[level].append(r)
+                print(f"  round {rnd + 1}: {level:>2} streams: {r['tokens_per_s']:8.0f} tokens/s "
+                      f"aggregate, {r['requests']} requests, TTFT p50 {r['ttft_p50_ms']:6.1f} ms, "
+                      f"p99 {r['ttft_p99_ms']:6.1f} ms, errors {r['errors']}", flush=True)
+        med = {}
+        print("medians:")
+        for level in levels:
+            rs = results[level]
+            med[level] = statistics.median(r["tokens_per_s"] for r in rs)
+            print(f"  {level:>2} streams: {med[level]:8.0f} tokens/s, TTFT p50 "
+                  f"{statistics.median(r['ttft_p50_ms'] for r in rs):6.1f} ms, p99 "
+                  f"{statistics.median(r['ttft_p99_ms'] for r in rs):6.1f} ms, errors "
+                  f"{sum(r['errors'] for r in rs)}")
+        if 1 in med and 16 in med:
+            per_round = sorted(rs16["tokens_per_s"] / rs1["tokens_per_s"]
+                               for rs1, rs16 in zip(results[1], results[16]))
+            print(f"  16 streams / 1 stream: {med[16] / med[1]:.2f}x (per round: "
+                  + ", ".join(f"{x:.2f}" for x in per_round) + ")")
     finally:
         proc.terminate()
         proc.wait()
