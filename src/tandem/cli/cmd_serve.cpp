@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "tandem/cli/commands.h"
@@ -18,6 +19,7 @@ void add_serve(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("serve", "serve a checkpoint over an OpenAI-compatible HTTP API");
   struct Args {
     std::string checkpoint, backend = "cpu", quant = "none", model_name, api_key;
+    std::string stream_interval = "auto";
     serve::ServerOptions so;
     int threads = 0, parallel = 16, queue = 64, max_step_tokens = 0, max_tokens = 0;
   };
@@ -35,14 +37,22 @@ void add_serve(CLI::App& app, Action& action) {
   cmd->add_option("--max-tokens", a->max_tokens, "largest max_tokens a request may ask for (0 = the context)");
   cmd->add_option("--max-prompt-tokens", a->so.max_prompt_tokens, "longest prompt accepted (0 = context - 1)");
   cmd->add_option("--max-body-bytes", a->so.max_body_bytes, "largest request body")->capture_default_str();
-  cmd->add_option("--stream-interval-ms", a->so.stream_interval_ms, "streams send accumulated tokens at most this often (0 = every token)")->capture_default_str();
+  cmd->add_option("--stream-interval-ms", a->stream_interval, "streams send accumulated tokens at most this often: a number of ms (0 = every token), or auto (every token while one sequence runs, 10 ms while several do)")->capture_default_str();
   cmd->add_option("--model-name", a->model_name, "model id clients use (default: the run's directory name)");
   cmd->callback([&action, a] {
     action = [a] {
       if (a->parallel < 1 || a->parallel > 256) fail("[serve] --parallel must be between 1 and 256");
       if (a->queue < 0) fail("[serve] --queue must not be negative");
-      if (!(a->so.stream_interval_ms >= 0 && a->so.stream_interval_ms <= 1000))
-        fail("[serve] --stream-interval-ms must be between 0 and 1000");
+      if (a->stream_interval == "auto") {
+        a->so.stream_interval_ms = -1;
+      } else {
+        char* end = nullptr;
+        const double ms = std::strtod(a->stream_interval.c_str(), &end);
+        if (a->stream_interval.empty() || *end != '\0' || !(ms >= 0 && ms <= 1000))
+          fail("[serve] --stream-interval-ms must be auto or a number between 0 and 1000, not '" +
+               a->stream_interval + "'");
+        a->so.stream_interval_ms = ms;
+      }
       if (a->so.port < 0 || a->so.port > 65535) fail("[serve] --port must be between 0 and 65535");
       if (a->api_key.empty())
         if (const char* k = std::getenv("TANDEM_API_KEY")) a->api_key = k;

@@ -195,6 +195,7 @@ void Scheduler::loop() {
       active.clear();
       for (auto& s : slots_)
         if (s) active.push_back(s.get());
+      running_.store((int)active.size(), std::memory_order_relaxed);
     }
     if (active.empty()) continue;
     try {

@@ -98,6 +98,8 @@ class Scheduler {
   bool submit(const std::shared_ptr<Job>& job);
   SchedulerStats stats() const;
   int slots() const { return engine_.options().slots; }
+  // Sequences in the step being run (0 when idle); read without the lock.
+  int running() const { return running_.load(std::memory_order_relaxed); }
 
  private:
   struct Seq;
@@ -120,6 +122,7 @@ class Scheduler {
   double ttft_sum_ = 0;
   std::vector<int64_t> ttft_buckets_;
   std::deque<std::pair<double, int>> recent_;  // (time, tokens) per step, last 10 s
+  std::atomic<int> running_{0};
   std::thread thread_;
 };
 

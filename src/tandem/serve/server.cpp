@@ -93,9 +93,8 @@ struct Server::Impl {
       auto first = std::make_shared<std::vector<bool>>(job->num_choices(), true);
       res.set_chunked_content_provider(
           "text/event-stream",
-          [job, id, now, first, gap = std::chrono::microseconds(
-                                    (int64_t)(opt.stream_interval_ms * 1000))](size_t,
-                                                                              httplib::DataSink& sink) {
+          [job, id, now, first, sched = &sched,
+           interval = opt.stream_interval_ms](size_t, httplib::DataSink& sink) {
             auto send = [&](const std::string& s) {
               if (sink.write(s.data(), s.size())) return true;
               job->cancel();
@@ -105,7 +104,14 @@ struct Server::Impl {
             const GenRequest& r = job->request();
             while (true) {
               std::vector<Job::Update> ups;
-              const bool done = job->wait(ups, 500ms, gap);
+              // Automatic interval: a sequence alone gets every token at once; while several
+              // share the steps, each stream's tokens go out in batches, so waking the
+              // streams' threads and writing their events costs the steps less per token.
+              const double ms = interval >= 0            ? interval
+                                : sched->running() > 1 ? kAutoStreamIntervalMs
+                                                       : 0.0;
+              const bool done =
+                  job->wait(ups, 500ms, std::chrono::microseconds((int64_t)(ms * 1000)));
               if (!job->error().empty()) {
                 ApiError e(500, "server_error", job->error());
                 send("data: " + error_body(e) + "\n\n");

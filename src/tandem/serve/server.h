@@ -14,6 +14,8 @@
 
 namespace tandem::serve {
 
+inline constexpr double kAutoStreamIntervalMs = 10;
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8000;  // 0 picks a free port
@@ -24,8 +26,10 @@ struct ServerOptions {
   int write_timeout_s = 10;   // a client that stops reading is dropped and its request cancelled
   int http_threads = 0;       // 0 = slots + queue + 8
   // A stream sends what accumulated at most this often (the first token and the end go out
-  // at once): fewer wakeups and writes per token when many streams share few cores.
-  double stream_interval_ms = 0;
+  // at once): fewer wakeups and writes per token when many streams share few cores. Negative
+  // means automatic: every token while one sequence runs alone, kAutoStreamIntervalMs while
+  // several share the steps.
+  double stream_interval_ms = -1;
 };
 
 class Server {
