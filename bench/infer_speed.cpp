@@ -56,8 +56,10 @@ int main(int argc, char** argv) {
     for (std::string q; std::getline(qs, q, ',');) {
       InferModel im(c, mf.params.data(), *be, parse_quant(q));
       BatchEngine eng(im, EngineOptions{1, c.context, c.context, 1});
-      std::vector<int32_t> prompt(P);
-      for (int i = 0; i < P; ++i) prompt[i] = 3 + (i * 7919) % (c.vocab_size - 3);
+      // Long enough for the batched run's prompts too (8 + s tokens for sequence s).
+      std::vector<int32_t> prompt(std::max(P, 8 + batch));
+      for (size_t i = 0; i < prompt.size(); ++i)
+        prompt[i] = 3 + (int32_t)((i * 7919) % (c.vocab_size - 3));
       std::vector<double> pre, dec;
       std::vector<float> row(c.vocab_size);
       for (int r = 0; r < (single ? reps + 1 : 0); ++r) {  // the first repetition warms up

@@ -226,6 +226,15 @@ TEST_P(Engine, ResetReproducesBitsAndLimitsAreEnforced) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("exceed"), std::string::npos) << e.what();
   }
+  for (int32_t bad : {-1, im->config().vocab_size}) {
+    try {
+      feed(eng, 0, &bad, 1);
+      ADD_FAILURE() << "token id " << bad << " must throw";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("vocabulary"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(eng.position(0), 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, Engine,

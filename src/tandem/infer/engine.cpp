@@ -164,6 +164,10 @@ const float* BatchEngine::step(std::span<const Item> items) {
          std::to_string(opt_.max_logit_rows));
   tokens_host_.clear();
   for (const Item& it : items) tokens_host_.insert(tokens_host_.end(), it.tokens, it.tokens + it.n);
+  for (int32_t t : tokens_host_)
+    if (t < 0 || t >= V)
+      fail("[engine] token id " + std::to_string(t) + " is outside the vocabulary of " +
+           std::to_string(V));
   be_.to_device(tokens_dev_, tokens_host_.data(), M * sizeof(int32_t));
   be_.embedding_forward(x_, tokens_dev_, model_.embed(), M, C);
   AttnShape s;
