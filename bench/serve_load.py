@@ -8,7 +8,7 @@ shared machine falls on every level alike; the summary gives each level's median
 of the medians.
 
   /usr/bin/python3 bench/serve_load.py [--model small|gpt2-124m|RUN_DIR] [--quant none]
-                                       [--seconds 10] [--rounds 3] [--stream-interval-ms 0]
+                                       [--seconds 10] [--rounds 3] [--stream-interval-ms auto]
 """
 import argparse
 import json
@@ -38,15 +38,15 @@ def main():
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--levels", default="1,4,16")
-    ap.add_argument("--stream-interval-ms", type=float, default=0,
-                    help="the server's --stream-interval-ms")
+    ap.add_argument("--stream-interval-ms", default="auto",
+                    help="the server's --stream-interval-ms (auto, or milliseconds)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="tandem-serve-bench-")
     run = args.model if os.path.isdir(args.model) else infer.make_model(work, args.model)
     proc = subprocess.Popen([infer.h.tandem_bin(), "serve", "-c", run, "--port", "0",
                              "--threads", "2", "--parallel", "16", "--model-name", "bench",
                              "--quant", args.quant,
-                             "--stream-interval-ms", str(args.stream_interval_ms)],
+                             "--stream-interval-ms", args.stream_interval_ms],
                             stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     m = re.search(r"http://([\d.]+):(\d+)", line)
@@ -55,7 +55,7 @@ def main():
     results = {n: [] for n in levels}
     try:
         print(f"serve {run} ({args.quant}), 16 slots, 2 threads, stream interval "
-              f"{args.stream_interval_ms:g} ms; {args.seconds:.0f} s per level, "
+              f"{args.stream_interval_ms}; {args.seconds:.0f} s per level, "
               f"{args.rounds} rounds")
         for rnd in range(args.rounds):
             for level in levels:
