@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "profiling_backend.h"
 #include "tandem/core/error.h"
 #include "tandem/infer/engine.h"
@@ -50,6 +52,7 @@ int main(int argc, char** argv) {
     G = std::min(G, c.context / 2);
     P = std::min(P, c.context - G);
     auto cpu = make_backend("cpu", threads);
+    std::fprintf(stderr, "kernels: %s\n", cpu->describe().c_str());
     bench::ProfilingBackend prof(*cpu);
     Backend* be = profile ? static_cast<Backend*>(&prof) : cpu.get();
     std::stringstream qs(quants);
@@ -111,9 +114,10 @@ int main(int argc, char** argv) {
       }
       std::printf("{\"runtime\":\"tandem\",\"quant\":\"%s\",\"params\":%lld,\"weight_mb\":%.1f,"
                   "\"prompt\":%d,\"gen\":%d,\"prefill_tps\":%.1f,\"decode_tps\":%.1f,"
-                  "\"batch\":%d,\"batched_decode_tps\":%.1f}\n",
+                  "\"batch\":%d,\"batched_decode_tps\":%.1f,\"kernels\":%s}\n",
                   q.c_str(), (long long)c.num_params(), im.weight_bytes() / 1e6, P, G,
-                  single ? median(pre) : 0.0, single ? median(dec) : 0.0, batch, batched);
+                  single ? median(pre) : 0.0, single ? median(dec) : 0.0, batch, batched,
+                  nlohmann::json(cpu->describe()).dump().c_str());
       std::fflush(stdout);
     }
   } catch (const Error& e) {

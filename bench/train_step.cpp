@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
         fail("unknown argument '" + a + "'");
     }
     auto cpu = make_backend(backend, threads);
+    std::printf("kernels: %s\n", cpu->describe().c_str());
     bench::ProfilingBackend prof(*cpu);
     Backend& be = profile ? static_cast<Backend&>(prof) : *cpu;
     Llama model(cfg.model, be);

@@ -5,7 +5,7 @@ cmake_minimum_required(VERSION 3.16)
 file(READ "${HEADER}" header)
 file(READ "${CASES}" cases)
 # Memory management and identity are infrastructure every case uses, not kernels.
-set(not_kernels name matmul_precision alloc release to_device to_host synchronize)
+set(not_kernels name matmul_precision describe alloc release to_device to_host synchronize)
 string(REGEX MATCHALL "virtual[^;(]*[ *&]([a-z_0-9]+)\\(" decls "${header}")
 set(missing "")
 set(count 0)

@@ -72,6 +72,9 @@ class Backend {
   // The precision the matmuls multiply in: "fp32", or "bf16" (inputs rounded to bf16, fp32
   // accumulation and storage). The conformance suite picks its tolerances from it.
   virtual std::string matmul_precision() const { return "fp32"; }
+  // The hardware and kernels this backend runs on, one line for run headers and benchmarks
+  // (for the CPU: the CPU model, its vector ISA and the GEMM provider and core).
+  virtual std::string describe() const { return name() + " (" + matmul_precision() + " matmuls)"; }
 
   // ---- memory --------------------------------------------------------------------------
   virtual void* alloc(size_t bytes) = 0;  // zero-filled, aligned to 64 bytes

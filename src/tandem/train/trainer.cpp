@@ -159,6 +159,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   if (opts.progress) std::fprintf(stderr, "%s\n", cfg.model.summary().c_str());
 
   std::unique_ptr<Backend> be = make_backend(tc.backend, tc.threads);
+  const std::string hardware = be->describe();
+  if (opts.progress) std::fprintf(stderr, "[train] backend: %s\n", hardware.c_str());
   Llama model(cfg.model, *be);
   AdamW opt(model, tc.beta1, tc.beta2, tc.eps, tc.weight_decay);
   const size_t P = model.num_params();
@@ -169,7 +171,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   EventLog events(cfg.out_dir + "/events.jsonl");
   Heartbeat hb;
   faults.bind(cfg.out_dir, &events);
-  events.emit("train_start", {{"resume", opts.resume}, {"supervised", hb.active()}});
+  events.emit("train_start",
+              {{"resume", opts.resume}, {"supervised", hb.active()}, {"backend", hardware}});
   for (size_t i = 0; i < rejected.size(); ++i) {
     std::fprintf(stderr, "[train] skipping checkpoint: %s\n", rejected[i].c_str());
     std::string aside;

@@ -9,11 +9,22 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "tandem/backend/cpu/blas.h"
+#include "tandem/core/cpu_features.h"
 #include "tandem/core/error.h"
 
 namespace tandem {
 
 CpuBackend::CpuBackend(int threads) : threads_(threads > 0 ? threads : omp_get_num_procs()) {}
+
+std::string CpuBackend::describe() const {
+  const CpuFeatures& f = host_cpu();
+  return "cpu " + f.model_name + " (family " + std::to_string(f.family) + " model " +
+         std::to_string(f.model) + ", " + isa_name(widest_isa(f)) + ": " + feature_list(f) +
+         "); own kernels built for " + compiled_isa() + ", quantized matmul " +
+         qvariant_name(qvariant_best()) + "; gemm " + blas::describe() + "; " +
+         std::to_string(threads_) + " threads";
+}
 
 // Large buffers come straight from mmap: the kernel hands out zeroed pages on first touch, so
 // there is no memset pass over gigabytes of activations at startup (a restarted run's resume

@@ -1,5 +1,5 @@
-// The CPU backend: fp32 kernels with OpenMP threads and SIMD; GEMM through OpenBLAS, loaded so
-// that it uses the widest vector unit the machine has (see blas.h).
+// The CPU backend: fp32 kernels with OpenMP threads and SIMD; GEMM through OpenBLAS with its core
+// chosen from the CPU's own features (see blas.h, gemm_select.h).
 #pragma once
 
 #include <vector>
@@ -24,6 +24,7 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads);
   std::string name() const override { return "cpu"; }
+  std::string describe() const override;
   int threads() const { return threads_; }
 
   void* alloc(size_t bytes) override;
