@@ -28,9 +28,7 @@ if [[ ! -f "$src/examples/llama-bench/llama-bench.cpp" && ! -f "$src/tools/llama
   echo "error: $src: no examples/llama-bench/ or tools/llama-bench/; is it llama.cpp?" >&2
   exit 1
 fi
-build=${2:-$src/build-native}
-mkdir -p "$build"
-build=$(cd "$build" && pwd -P)
+build=$(realpath -m "${2:-$src/build-native}")
 for d in "$src" "$build"; do
   case "$d/" in
     "$repo_root"/*)
@@ -38,6 +36,7 @@ for d in "$src" "$build"; do
       exit 1 ;;
   esac
 done
+mkdir -p "$build"
 
 # The pinned commit: a git checkout at another HEAD is built anyway, with a warning.
 top=$(git -C "$src" rev-parse --show-toplevel 2>/dev/null || true)

@@ -104,7 +104,8 @@ def tandem_speed(run, quant):
         _tandem_shown = True
         print(f"  Tandem ({SPEED}, 2 threads) prints: {line}")
         for err in p.stderr.strip().splitlines():
-            print(f"  Tandem stderr: {err}")
+            if err.split(": ", 1)[-1] not in line:  # the kernels line is in the JSON too
+                print(f"  Tandem stderr: {err}")
     return json.loads(line)
 
 
@@ -189,6 +190,19 @@ def native_speed(llama_bench, gguf, label):
     return best
 
 
+def native_buffers(llama_bench, gguf):
+    """Where llama.cpp puts the file's weights, from a tiny verbose llama-bench run (a 1-token
+    decode, not timed): a buffer type other than CPU/CPU_Mapped (AMX, CPU_AARCH64) means its
+    weights were repacked for that family of kernels."""
+    cmd = [llama_bench, "-m", gguf, "-p", "0", "-n", "1", "-r", "1", "-t", "1", "-o", "json",
+           "-v"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    bufs = re.findall(r"load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB", p.stderr)
+    if p.returncode != 0 or not bufs:
+        return f"unknown ({' '.join(cmd)} exited {p.returncode})"
+    return ", ".join(f"{name} {mib} MiB" for name, mib in bufs)
+
+
 def native_build(llama_bench):
     """The ggml CPU features and options llama-bench's CPU kernels were compiled with: llama-bench
     does not print ggml's system info, so they come from the compile command of ggml-cpu.c in
@@ -248,6 +262,10 @@ def main():
                     h.run(["export", "-c", run, "-f", "gguf", "--quant", quant, "-o", ggufs[label]])
             print(f"\n{name}:  (prefill {PROMPT} tokens, decode {GEN} tokens, batch 1, Tandem 2 "
                   f"threads, {peer} the better of 1 and 2; median of {args.rounds} rounds)")
+            if lb:
+                for _, label in PAIRS:
+                    print(f"  llama.cpp {label}.gguf weight buffers: "
+                          f"{native_buffers(lb, ggufs[label])}")
             for quant, label in PAIRS:
                 t_pre, t_dec, l_pre, l_dec, thr = [], [], [], [], []
                 for _ in range(args.rounds):

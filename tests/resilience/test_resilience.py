@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -108,6 +109,55 @@ class Fingerprints(unittest.TestCase):
             self.assertEqual((live[step]["params"], live[step]["optimizer"]), (params, optimizer))
             self.assertEqual(saved[step], {"params": params, "optimizer": optimizer})
         self.assertNotEqual(live[20]["params"], live[40]["params"])
+
+
+class Writers(unittest.TestCase):
+    def test_one_writer_per_run_directory(self):
+        cfg = fault_config("lock", supervisor={"hang_min_s": 3600.0})
+        want = reference(cfg, "lock", 60)
+        d = os.path.join(WORK, "lock")
+        # The first writer stops at step 30 and stays there (its supervisor would wait an hour
+        # to call it hung), so it holds the run for as long as the test needs.
+        first = h.start(["train", cfg, "--out-dir", d, "--inject", "hang@30"])
+        deadline = time.time() + 600
+        while not any(e["event"] == "fault_injected" and e["fault"] == "hang@30"
+                      for e in h.events(d)):
+            self.assertIsNone(first.poll(), "the first writer ended early")
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.02)
+
+        def contents():
+            out = {}
+            for root, _, files in os.walk(d):
+                for n in files:
+                    out[os.path.relpath(os.path.join(root, n), d)] = h.sha(os.path.join(root, n))
+            return out
+
+        before = contents()
+        for extra in ([], ["--no-supervise"]):
+            p = h.run(["train", cfg, "--out-dir", d, "--resume"] + extra, check=False)
+            self.assertEqual(p.returncode, 1, p.stderr[-2000:])
+            self.assertIn(f"run directory '{d}' is in use by process {first.pid} on host "
+                          f"{socket.gethostname()}", p.stderr)
+            self.assertEqual(p.stderr.count("error:"), 1, p.stderr)
+        self.assertEqual(contents(), before, "a refused writer changed the run")
+        self.assertGreaterEqual(h.status(d)["steps_done"], 20)  # a reader needs no lock
+        # The holder dies without a chance to clean up; its lock file stays, but the lock
+        # died with it and must not block the resume.
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        first.stderr.close()
+        self.assertTrue(os.path.exists(os.path.join(d, ".lock")))
+        h.run(["train", cfg, "--out-dir", d, "--resume"])
+        self.assertEqual(h.final_state(d, 60), want)
+
+    def test_a_refused_config_leaves_no_run_directory(self):
+        d = os.path.join(WORK, "never")
+        p = h.run(["train", fault_config("faults"), "--out-dir", d, "--data-dir",
+                   os.path.join(WORK, "no-such-data")], check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no-such-data", p.stderr)
+        self.assertFalse(os.path.exists(d))
 
 
 class Faults(unittest.TestCase):
@@ -219,6 +269,28 @@ class Faults(unittest.TestCase):
         self.assertIn("diagnosis", ev)
         self.assertNotIn("restart", ev)
         self.assertEqual(h.status(d)["state"], "diagnosis")
+
+    def test_slow_replays_are_progress_not_a_hang(self):
+        # Every recomputation after a rollback takes 1.5 s more (an injected delay), and four
+        # bad batches in a row keep the worker rolling back and replaying without finishing a
+        # step for longer than the hang timeout (hang_min_s = 3 s). Its heartbeats say it is
+        # working, so the supervisor must not call it hung: no hang, no restart, and the run
+        # ends with the diagnosis as it would without the delay.
+        cfg = fault_config("faults")
+        d = os.path.join(WORK, "slow_replays")
+        p = h.run(["train", cfg, "--out-dir", d, "--inject",
+                   "bad_batch@40,bad_batch@41,bad_batch@42,bad_batch@43,slow_replay@1.5s"],
+                  check=False)
+        self.assertEqual(p.returncode, 3, p.stderr[-2000:])
+        ev = h.events(d)
+        kinds = [e["event"] for e in ev]
+        self.assertIn("diagnosis", kinds)
+        self.assertNotIn("hang", kinds)
+        self.assertNotIn("restart", kinds)
+        # The replays really did outlast the timeout without a step being finished.
+        first = next(e["t"] for e in ev if e["event"] == "anomaly")
+        last = next(e["t"] for e in ev if e["event"] == "diagnosis")
+        self.assertGreater(last - first, 3.0)
 
     def test_corrupt_checkpoint_is_never_loaded(self):
         for fault in ("ckpt_corrupt", "ckpt_truncate"):

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 import unittest
 
@@ -21,10 +22,11 @@ MODEL = os.environ["TANDEM_SERVE_MODEL"]
 
 
 class Server:
-    def __init__(self, *extra):
+    def __init__(self, *extra, env=None):
         self.proc = subprocess.Popen(
             [BIN, "serve", "-c", MODEL, "--port", "0", "--threads", "2", "--model-name", "m",
-             *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, **(env or {})))
         line = self.proc.stderr.readline()
         m = re.search(r"listening on http://([\d.]+):(\d+)", line)
         if not m:
@@ -148,35 +150,45 @@ class BadRequests(unittest.TestCase):
 
 class Clients(unittest.TestCase):
     def test_queue_full_gives_429(self):
-        srv = Server("--parallel", "1", "--queue", "0")
+        # The server's hold hook keeps the only slot busy for as long as the test needs: while
+        # the file exists, sequences are admitted but no step runs. Nothing depends on how
+        # fast the machine generates.
+        hold = os.path.join(tempfile.mkdtemp(prefix="tandem-hold-"), "hold")
+        open(hold, "w").close()
+        srv = Server("--parallel", "1", "--queue", "0", env={"TANDEM_SERVE_HOLD_FILE": hold})
         try:
-            # One long streaming request holds the only slot.
             s = socket.create_connection((srv.host, srv.port))
             body = json.dumps({"model": "m", "prompt": "And", "max_tokens": 120, "stream": True,
                                "stop": ["zzzzzz"]}).encode()
             s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
                       % len(body) + body)
-            first = s.recv(200)  # the first event: the slot is busy now
-            self.assertTrue(first.startswith(b"HTTP/1.1 200"), first)
+            deadline = time.time() + 120
+            while srv.metric("tandem_active_sequences") < 1:  # admitted into the slot
+                self.assertLess(time.time(), deadline, "the request never took the slot")
+                time.sleep(0.01)
             status, data = srv.request("POST", "/v1/completions",
                                        {"model": "m", "prompt": "a", "max_tokens": 2})
             self.assertEqual(status, 429)
             self.assertEqual(json.loads(data)["error"]["code"], "queue_full")
-            rest = first
+            os.unlink(hold)  # let the held stream run to its end
+            rest = b""
             while b"data: [DONE]" not in rest:
                 chunk = s.recv(65536)
                 self.assertTrue(chunk, "the stream ended early")
                 rest += chunk
+            self.assertTrue(rest.startswith(b"HTTP/1.1 200"), rest[:200])
             s.close()
             # Room again once it finished: the slot frees right after the step that ended the
             # stream, which can be a moment after the client read [DONE].
-            deadline, ok = time.time() + 5, False
+            deadline, ok = time.time() + 120, False
             while not ok and time.time() < deadline:
                 ok = ok_completion(srv)
                 if not ok:
                     time.sleep(0.05)
             self.assertTrue(ok)
         finally:
+            if os.path.exists(hold):
+                os.unlink(hold)
             self.assertEqual(srv.stop(), 0)
 
     def test_vanished_client_is_cancelled(self):

@@ -83,7 +83,9 @@ void add_serve(CLI::App& app, Action& action) {
       sigaddset(&set, SIGTERM);
       pthread_sigmask(SIG_BLOCK, &set, nullptr);
       signal(SIGPIPE, SIG_IGN);
-      serve::Scheduler sched(engine, *mf.tokenizer, serve::SchedulerOptions{a->queue, a->threads});
+      serve::SchedulerOptions so{a->queue, a->threads, ""};
+      if (const char* hold = std::getenv("TANDEM_SERVE_HOLD_FILE")) so.hold_file = hold;
+      serve::Scheduler sched(engine, *mf.tokenizer, so);
       serve::Server server(sched, *mf.tokenizer, lim, mc.context, a->so);
       std::thread waiter([&server, set] {
         int sig = 0;

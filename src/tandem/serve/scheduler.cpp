@@ -3,6 +3,8 @@
 // token from its own counter-based stream, apply stop rules and publish text deltas.
 #include "tandem/serve/scheduler.h"
 
+#include <unistd.h>
+
 #include <omp.h>
 
 #include <algorithm>
@@ -198,6 +200,11 @@ void Scheduler::loop() {
       running_.store((int)active.size(), std::memory_order_relaxed);
     }
     if (active.empty()) continue;
+    if (!opt_.hold_file.empty() && ::access(opt_.hold_file.c_str(), F_OK) == 0) {
+      std::unique_lock lk(mu_);
+      cv_.wait_for(lk, std::chrono::milliseconds(10), [&] { return stop_; });
+      continue;
+    }
     try {
       run_step(active);
     } catch (const std::exception& e) {

@@ -70,6 +70,9 @@ class Job {
 struct SchedulerOptions {
   int max_queue = 64;  // sequences waiting for a slot before requests get 429
   int threads = 0;     // threads that sample the rows of a step (0 = OpenMP's default)
+  // Test hook (TANDEM_SERVE_HOLD_FILE): while this file exists, sequences are admitted into
+  // slots but no step runs, so a test can hold the slots busy for as long as it needs.
+  std::string hold_file;
 };
 
 struct SchedulerStats {

@@ -75,8 +75,9 @@ CheckpointWriter::~CheckpointWriter() {
 }
 
 void CheckpointWriter::submit(Backend& be, const float* p, const float* m, const float* v,
-                              const CheckpointState& state) {
-  wait();
+                              const CheckpointState& state,
+                              const std::function<void()>& on_progress) {
+  wait(on_progress);
   const size_t n = layout_.total;
   p_.resize(n);
   m_.resize(n);
@@ -92,9 +93,27 @@ void CheckpointWriter::submit(Backend& be, const float* p, const float* m, const
   cv_.notify_all();
 }
 
-void CheckpointWriter::wait() {
+void CheckpointWriter::wait(const std::function<void()>& on_progress) {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return !pending_; });
+  uint64_t seen = progress_;
+  while (pending_) {
+    cv_.wait(lock, [&] { return !pending_ || progress_ != seen; });
+    if (progress_ != seen && on_progress) {
+      seen = progress_;
+      lock.unlock();
+      on_progress();
+      lock.lock();
+    }
+    seen = progress_;
+  }
+}
+
+void CheckpointWriter::advance() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++progress_;
+  }
+  cv_.notify_all();
 }
 
 void CheckpointWriter::loop() {
@@ -126,6 +145,7 @@ void CheckpointWriter::write_one() {
       inject_write_fault(run_dir_ + "/" + checkpoint_name(step), EROFS);
     const Fault* crash = faults_.fire(FaultKind::kCkptCrash, step);
     auto after_file = [&](const std::string& file) {
+      advance();
       if (crash && file == "model.safetensors")
         faults_.crash_now(*crash, "writing " + checkpoint_name(step) + " (after " + file + ")");
     };
@@ -137,6 +157,7 @@ void CheckpointWriter::write_one() {
     // those hashes against the disk.)
     try {
       fp = read_manifest(dir, false)["extra"]["fingerprint"];
+      advance();
     } catch (const Error& e) {
       events_.emit("checkpoint_rejected", {{"dir", dir}, {"reason", e.what()}});
       set_aside(dir);

@@ -6,6 +6,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -40,9 +41,11 @@ class CheckpointWriter {
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
 
   // Waits for the previous write, copies p, m, v (device) and starts writing `state`.
+  // `on_progress` runs on the caller's thread each time the write in flight moves on (a file
+  // written, the manifest verified, old checkpoints pruned): the supervisor's heartbeat.
   void submit(Backend& be, const float* p, const float* m, const float* v,
-              const CheckpointState& state);
-  void wait();  // until no write is in flight
+              const CheckpointState& state, const std::function<void()>& on_progress = {});
+  void wait(const std::function<void()>& on_progress = {});  // until no write is in flight
 
   bool busy() const;  // a write is in flight
   // Outcome of the newest finished write (valid after wait()).
@@ -56,6 +59,7 @@ class CheckpointWriter {
  private:
   void loop();
   void write_one();
+  void advance();  // the write in flight made progress
 
   std::string run_dir_, tokenizer_path_;
   const ParamLayout& layout_;
@@ -70,6 +74,7 @@ class CheckpointWriter {
   std::condition_variable cv_;
   bool pending_ = false, quit_ = false, failed_ = false;
   int64_t saved_step_ = -1, attempt_step_ = -1;
+  uint64_t progress_ = 0;  // bumped by advance(), under mu_
   std::string saved_dir_, error_;
   double busy_s_ = 0;
   std::thread thread_;

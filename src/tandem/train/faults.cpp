@@ -38,6 +38,7 @@ const std::map<std::string, FaultKind>& kinds() {
       {"ckpt_truncate", FaultKind::kCkptTruncate},
       {"enospc", FaultKind::kEnospc},
       {"erofs", FaultKind::kErofs},
+      {"slow_replay", FaultKind::kSlowReplay},
   };
   return k;
 }
@@ -90,7 +91,10 @@ FaultPlan FaultPlan::parse(const std::string& spec) {
         when = when.substr(0, colon);
       }
     }
-    if (f.kind == FaultKind::kCrash && when == "resume") {
+    if (f.kind == FaultKind::kSlowReplay) {
+      if (!parse_seconds(when, f.seconds)) bad("expected slow_replay@SECONDSs");
+      f.every = true;  // acts on every replay, in every process
+    } else if (f.kind == FaultKind::kCrash && when == "resume") {
       f.kind = FaultKind::kCrashResume;
     } else if (f.kind == FaultKind::kCrash && when.rfind("every:", 0) == 0) {
       f.every = true;
@@ -159,6 +163,12 @@ const Fault* FaultPlan::fire(FaultKind kind, int64_t step) {
     return &f;
   }
   return nullptr;
+}
+
+double FaultPlan::replay_delay() const {
+  for (const Fault& f : faults_)
+    if (f.kind == FaultKind::kSlowReplay) return f.seconds;
+  return 0;
 }
 
 bool FaultPlan::poisoned_step(int64_t step) const {

@@ -33,6 +33,7 @@ enum class FaultKind {
   kCkptTruncate,  // truncate that checkpoint's optimizer state after it is written
   kEnospc,        // the disk is full during that checkpoint's write
   kErofs,         // the directory is read-only during that checkpoint's write
+  kSlowReplay,    // every recomputation of a step (rollback replay, replay check) takes T s more
 };
 
 struct Fault {
@@ -60,6 +61,8 @@ class FaultPlan {
   const Fault* fire(FaultKind kind, int64_t step);
   // bad_batch: is the batch of the undisturbed run's step `step` poisoned? (never consumed)
   bool poisoned_step(int64_t step) const;
+  // slow_replay@Ts: the extra seconds each recomputation of a step takes (0: none). Repeats.
+  double replay_delay() const;
   // Starts the timer threads of time-based crashes. They stop when the plan is destroyed.
   void start_timers();
   // Records the fault as fired, logs it, then SIGKILLs this process.

@@ -22,6 +22,7 @@
 
 #include "tandem/core/error.h"
 #include "tandem/core/fs.h"
+#include "tandem/core/run_lock.h"
 #include "tandem/train/events.h"
 #include "tandem/train/trainer.h"
 
@@ -59,6 +60,9 @@ std::string describe(int status) {
 
 int run_supervised(const RunConfig& cfg, std::vector<std::string> argv, bool resume) {
   const SupervisorConfig& sc = cfg.supervisor;
+  // One writer per run: the supervisor holds the lock for its whole life, across restarts,
+  // and every worker inherits it.
+  RunLock lock(cfg.out_dir, "tandem train", false);
   const std::string exe = self_exe();
   const pid_t self = ::getpid();
   // The snapshot memory lives in the supervisor, so a crashed child's last snapshot survives.
@@ -67,8 +71,11 @@ int run_supervised(const RunConfig& cfg, std::vector<std::string> argv, bool res
 
   std::unique_ptr<EventLog> events;
   std::vector<std::pair<std::string, nlohmann::ordered_json>> early;  // before the dir exists
+  // A directory the lock created holds no events until the worker is ready: a run refused for
+  // its config leaves nothing behind.
+  bool may_log = !lock.created_dir();
   auto open_events = [&] {
-    if (events || !path_exists(cfg.out_dir)) return;
+    if (events || !may_log || !path_exists(cfg.out_dir)) return;
     events = std::make_unique<EventLog>(cfg.out_dir + "/events.jsonl");
     for (auto& [k, f] : early) events->emit(k, f);
     early.clear();
@@ -114,6 +121,7 @@ int run_supervised(const RunConfig& cfg, std::vector<std::string> argv, bool res
       int wfd = ::dup(hb[1]);  // dup() clears close-on-exec
       ::setenv("TANDEM_HEARTBEAT_FD", std::to_string(wfd).c_str(), 1);
       ::setenv("TANDEM_SNAPSHOT_FD", std::to_string(memfd).c_str(), 1);
+      lock.share_with_child();
       std::vector<char*> cargs;
       for (auto& a : args) cargs.push_back(a.data());
       cargs.push_back(nullptr);
@@ -142,6 +150,7 @@ int run_supervised(const RunConfig& cfg, std::vector<std::string> argv, bool res
           last_beat = Clock::now();
           if (line.rfind("ready", 0) == 0) {
             ready = true;
+            may_log = true;
             open_events();
           } else if (line.rfind("step", 0) == 0) {
             if (progressed) {

@@ -23,6 +23,7 @@
 #include "tandem/core/fs.h"
 #include "tandem/core/hash.h"
 #include "tandem/core/rng.h"
+#include "tandem/core/run_lock.h"
 #include "tandem/data/loader.h"
 #include "tandem/data/shard.h"
 #include "tandem/data/tokenizer.h"
@@ -128,6 +129,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   if (path_exists(cfg.out_dir) && !std::filesystem::is_directory(cfg.out_dir))
     fail("[train] run directory '" + cfg.out_dir + "' exists and is not a directory");
   FaultPlan faults = opts.faults ? FaultPlan::parse(*opts.faults) : FaultPlan::from_env();
+  const double replay_delay = faults.replay_delay();
   const std::string tok_path = cfg.data_dir + "/tokenizer.model";
   if (!path_exists(cfg.data_dir))
     fail("[train] data directory '" + cfg.data_dir +
@@ -151,6 +153,9 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   if (tc.eval_every > 0)
     val_loader.emplace(val_shard, tc.batch_size, tc.seq_len, tc.seed ^ kValSeedXor);
 
+  // One writer per run directory, from here to the end (adopted from the supervisor when it
+  // holds it): a second `tandem train` on this directory is refused, naming this process.
+  RunLock run_lock(cfg.out_dir, "tandem train");
   std::vector<std::string> rejected, rejected_dirs;
   auto latest = latest_checkpoint(cfg.out_dir, &rejected, &rejected_dirs);
   if (latest && !opts.resume)
@@ -290,6 +295,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       val_loader->fill((int64_t)i * B, inputs.data(), targets.data());
       model.forward(inputs.data(), B, T);
       sum += model.loss(targets.data(), 0.f, false);
+      hb.beat();
     }
     return sum / ((double)tc.eval_batches * B * T);
   };
@@ -315,9 +321,15 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     }
   };
   // Forward and backward over the step's micro-batches; returns (mean loss, gradient norm).
-  auto compute = [&](int64_t n, float dscale, int64_t valid, bool inject) {
+  // Every unit of work beats the supervisor's heartbeat: a micro-batch here, an evaluation
+  // batch, a rollback, a checkpoint file. A slow phase (replays, evaluation, a checkpoint
+  // wait) is progress; only silence is a hang.
+  auto beat = [&] { hb.beat(); };
+  auto compute = [&](int64_t n, float dscale, int64_t valid, bool inject, bool replay) {
     double loss_sum = 0;
     model.zero_grads();
+    if (replay && replay_delay > 0)  // slow_replay: a recomputation that takes longer
+      std::this_thread::sleep_for(std::chrono::duration<double>(replay_delay));
     for (int a = 0; a < A; ++a) {
       model.forward(inputs.data() + (size_t)a * B * T, B, T);
       if (inject && a == 0)
@@ -328,6 +340,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
         }
       loss_sum += model.loss(targets.data() + (size_t)a * B * T, dscale, true);
       model.backward();
+      beat();
     }
     if (inject) {
       const float nan = std::numeric_limits<float>::quiet_NaN();
@@ -370,7 +383,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     int64_t valid = 0;
     for (int32_t t : targets) valid += t >= 0;
     const float dscale = valid > 0 ? 1.0f / (float)valid : 0.f;
-    auto [loss, gnorm] = compute(n, dscale, valid, true);
+    // A step computed again after a rollback (up to the one that failed) is a replay.
+    auto [loss, gnorm] = compute(n, dscale, valid, true, pending_step >= n);
     if (const Fault* f = faults.fire(FaultKind::kCrash, n))
       faults.crash_now(*f, "step " + std::to_string(n) + " (before its update)");
 
@@ -380,7 +394,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       // computes wrong without crashing shows up here.
       replay_grads.resize(P);
       be->to_host(replay_grads.data(), model.grads(), P * sizeof(float));
-      auto [loss2, gnorm2] = compute(n, dscale, valid, false);
+      auto [loss2, gnorm2] = compute(n, dscale, valid, false, true);
       std::vector<float> g2(P);
       be->to_host(g2.data(), model.grads(), P * sizeof(float));
       const bool same = std::memcmp(g2.data(), replay_grads.data(), P * sizeof(float)) == 0 &&
@@ -427,6 +441,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       ++consecutive_rollbacks;
       ++res.rollbacks;
       auto meta = snap.restore(*be, model.params(), opt.m(), opt.v());
+      beat();
       auto j = nlohmann::json::parse(*meta);
       state.step = j["step"].get<int64_t>();
       state.samples = j["samples"].get<int64_t>();
@@ -501,11 +516,11 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     if (due && n < end_step) {
       retry_at = -1;
       t_ckpt = Clock::now();
-      writer.submit(*be, model.params(), opt.m(), opt.v(), to_checkpoint_state());
+      writer.submit(*be, model.params(), opt.m(), opt.v(), to_checkpoint_state(), beat);
     }
   }
   if (tty && opts.progress) std::fprintf(stderr, "\n");
-  writer.wait();
+  writer.wait(beat);
   if (!writer.last_failed()) on_disk = std::max(on_disk, writer.last_saved_step());
   res.step = state.step;
   std::signal(SIGINT, SIG_DFL);
@@ -518,8 +533,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   }
   if (state.step > on_disk) {
     hb.beat();
-    writer.submit(*be, model.params(), opt.m(), opt.v(), to_checkpoint_state());
-    writer.wait();
+    writer.submit(*be, model.params(), opt.m(), opt.v(), to_checkpoint_state(), beat);
+    writer.wait(beat);
     if (writer.last_failed())
       fail("[checkpoint] the final checkpoint (step " + std::to_string(state.step) +
            ") was not written: " + writer.last_error());
