@@ -22,7 +22,7 @@ HEADER = os.path.join(ROOT, "src", "tandem", "backend", "backend.h")
 CASES = os.path.join(ROOT, "src", "tandem", "conformance", "cases.cpp")
 CHECK = os.path.join(ROOT, "cmake", "check_conformance.cmake")
 WORK = tempfile.mkdtemp(prefix="tandem-conformance-")
-INFRA = {"name", "matmul_precision", "alloc", "release", "to_device", "to_host", "synchronize"}
+INFRA = {"name", "matmul_precision", "describe", "alloc", "release", "to_device", "to_host", "synchronize"}
 
 
 def declared_kernels():

@@ -129,6 +129,8 @@ const std::vector<std::string>& conformance_kernels() {
 }
 
 void run_kernel_cases(Backend& test, Backend& ref, ConformanceReport& report) {
+  report.hardware = test.describe();
+  report.reference_hardware = ref.describe();
   const auto& cases = conformance::all_cases();
   for (size_t ki = 0; ki < cases.size(); ++ki) {
     const KernelCases& k = cases[ki];
@@ -233,6 +235,8 @@ nlohmann::json ConformanceReport::to_json() const {
   j["backend"] = backend;
   j["reference"] = reference;
   j["matmul_precision"] = matmul_precision;
+  j["hardware"] = hardware;
+  j["reference_hardware"] = reference_hardware;
   j["verdict"] = pass() ? "pass" : "fail";
   for (const auto& c : cases)
     j["cases"].push_back({{"kernel", c.kernel},       {"shape", c.shape},
@@ -250,6 +254,7 @@ nlohmann::json ConformanceReport::to_json() const {
 
 std::string ConformanceReport::to_text() const {
   std::ostringstream o;
+  if (!hardware.empty()) o << "backend: " << hardware << "\nreference: " << reference_hardware << "\n";
   char buf[256];
   std::snprintf(buf, sizeof buf, "%-22s %-20s %-5s %10s %10s %9s  %s\n", "kernel", "shape",
                 "dtype", "nmse", "threshold", "ms", "result");

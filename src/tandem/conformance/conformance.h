@@ -34,6 +34,7 @@ struct TrainingCheck {
 
 struct ConformanceReport {
   std::string backend, reference, matmul_precision = "fp32";
+  std::string hardware, reference_hardware;  // Backend::describe() of each side
   std::vector<CaseResult> cases;
   TrainingCheck training;
   bool pass() const;
