@@ -15,8 +15,7 @@
 
 namespace tandem::bench {
 
-inline double measure_peak_flops(int threads) {
-  const long iters = 20'000'000;
+inline double measure_peak_flops(int threads, long iters = 20'000'000) {
   double best = 0;
   for (int rep = 0; rep < 3; ++rep) {
     auto t0 = std::chrono::steady_clock::now();

@@ -8,6 +8,7 @@ import argparse
 import ctypes
 import math
 import os
+import re
 import time
 
 import toml
@@ -99,11 +100,12 @@ def kernels():
         core = lib.openblas_get_corename().decode()
     except (OSError, AttributeError):
         pass
-    blas = next((l.strip() for l in torch.__config__.show().splitlines() if "BLAS_INFO" in l),
-                "")
+    cfg = torch.__config__.show()
+    blas = re.search(r"BLAS_INFO=([^,\s]*)", cfg)
     return (f"openblas core {core} (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')}),"
-            f" {blas}, mkldnn {torch.backends.mkldnn.is_available()}, "
-            f"{torch.get_num_threads()} threads")
+            f" BLAS_INFO={blas.group(1) if blas else '?'}, cpu capability "
+            f"{torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, 'cpu') else '?'}"
+            f", mkldnn {torch.backends.mkldnn.is_available()}, {torch.get_num_threads()} threads")
 
 
 def main():
