@@ -34,6 +34,7 @@ import harness as h  # noqa: E402
 
 ROOT = h.ROOT
 SPEED = os.path.join(ROOT, "build", "bench", "infer_speed")
+BANDWIDTH = os.path.join(ROOT, "build", "bench", "read_bandwidth")
 PAIRS = [("none", "f32"), ("int8", "q8_0"), ("q4", "q4_0")]
 PROMPT, GEN, REPS = 128, 128, 5
 NODE_WARNING = ("WARNING: no --llama-bench (or $LLAMA_BENCH) given, so the llama.cpp peer is "
@@ -107,6 +108,13 @@ def tandem_speed(run, quant):
             if err.split(": ", 1)[-1] not in line:  # the kernels line is in the JSON too
                 print(f"  Tandem stderr: {err}")
     return json.loads(line)
+
+
+def read_bandwidth():
+    """Memory read bandwidth measured now (build/bench/read_bandwidth, 2 threads), GB/s."""
+    out = subprocess.run([BANDWIDTH, "--threads", "2"], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["read_gbps"]
 
 
 def tandem_build():
@@ -262,14 +270,17 @@ def main():
                     h.run(["export", "-c", run, "-f", "gguf", "--quant", quant, "-o", ggufs[label]])
             print(f"\n{name}:  (prefill {PROMPT} tokens, decode {GEN} tokens, batch 1, Tandem 2 "
                   f"threads, {peer} the better of 1 and 2; median of {args.rounds} rounds)")
+            bandwidth_rows = []
             if lb:
                 for _, label in PAIRS:
                     print(f"  llama.cpp {label}.gguf weight buffers: "
                           f"{native_buffers(lb, ggufs[label])}")
             for quant, label in PAIRS:
-                t_pre, t_dec, l_pre, l_dec, thr = [], [], [], [], []
+                t_pre, t_dec, l_pre, l_dec, thr, bw, t_mb = [], [], [], [], [], [], 0
                 for _ in range(args.rounds):
                     t = tandem_speed(run, quant)
+                    t_mb = t["weight_mb"]
+                    bw.append(read_bandwidth())
                     ll = native_speed(lb, ggufs[label], label) if lb else \
                         node_speed(ggufs[label], label)
                     t_pre.append(t["prefill_tps"])
@@ -285,6 +296,19 @@ def main():
                           f"{peer} threads (prefill/decode per round)")
                 print(f"  {quant + '/' + label:<12}{tp:>16.0f}{lp:>12.0f}{tp / lp:>8.2f}"
                       f"{td:>16.0f}{ld:>12.0f}{td / ld:>8.2f}  {','.join(thr)}", flush=True)
+                # Batch-1 decode reads every weight once per token: its ceiling is the memory
+                # read bandwidth, measured in the same rounds.
+                b = statistics.median(bw)
+                t_gbps = t_mb * 1e6 * td / 1e9
+                l_gbps = os.path.getsize(ggufs[label]) * ld / 1e9
+                bandwidth_rows.append(
+                    f"  {quant + '/' + label:<12} Tandem {t_mb:7.1f} MB x {td:6.0f} tok/s = "
+                    f"{t_gbps:5.1f} GB/s ({100 * t_gbps / b:3.0f}%); {peer} "
+                    f"{os.path.getsize(ggufs[label]) / 1e6:7.1f} MB x {ld:6.0f} tok/s = "
+                    f"{l_gbps:5.1f} GB/s ({100 * l_gbps / b:3.0f}%) of the measured read "
+                    f"bandwidth {b:.1f} GB/s")
+            print("  decode as memory traffic (weights read per token x tokens/s):")
+            print("\n".join(bandwidth_rows), flush=True)
         if not lb:
             print("\n" + NODE_WARNING)
     finally:

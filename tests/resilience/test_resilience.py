@@ -160,8 +160,9 @@ class Writers(unittest.TestCase):
         self.assertFalse(os.path.exists(d))
 
 
-class Faults(unittest.TestCase):
-    """Each fault kind: the expected events appear and the run ends where it should."""
+class FaultRuns(unittest.TestCase):
+    """Each fault kind: the expected events appear and the run ends where it should. The
+    kinds are split over three classes so that ctest runs them side by side."""
 
     def check_run(self, name, faults, expect, supervised=False, equal=True, cfg=None, steps=60):
         cfg = cfg or fault_config("faults")
@@ -177,6 +178,11 @@ class Faults(unittest.TestCase):
             self.assertEqual(h.final_state(d, steps), want, name)
         self.assertEqual(h.temporaries(d), [])
         return d, p
+
+
+
+class Faults(FaultRuns):
+    """Process faults: crashes and hangs."""
 
     def test_crash_at_step_restarts_from_memory(self):
         d, _ = self.check_run("crash", "crash@25", ["fault_injected", "restart", "resumed"], True)
@@ -206,6 +212,11 @@ class Faults(unittest.TestCase):
         d, _ = self.check_run("hang", "hang@30", ["hang", "restart", "resumed"], True)
         hang = [e for e in h.events(d) if e["event"] == "hang"][0]
         self.assertGreaterEqual(hang["silent_s"], 3.0)
+
+
+
+class NumericFaults(FaultRuns):
+    """Numerical faults caught by the guard, rollbacks and replays."""
 
     def transient(self, name, fault, kind=None):
         d, _ = self.check_run(name, fault, ["fault_injected", "anomaly", "rollback",
@@ -291,6 +302,11 @@ class Faults(unittest.TestCase):
         first = next(e["t"] for e in ev if e["event"] == "anomaly")
         last = next(e["t"] for e in ev if e["event"] == "diagnosis")
         self.assertGreater(last - first, 3.0)
+
+
+
+class CheckpointFaults(FaultRuns):
+    """Checkpoint and storage faults, Ctrl-C, and fault-spec errors."""
 
     def test_corrupt_checkpoint_is_never_loaded(self):
         for fault in ("ckpt_corrupt", "ckpt_truncate"):
