@@ -17,7 +17,8 @@ inline void sigmoid(float* s, const float* g, int n) {
 }  // namespace
 
 void CpuBackend::swiglu_forward(float* out, const float* gateup, int N, int F) {
-#pragma omp parallel for num_threads(threads_) schedule(static)
+  // A few rows (decoding) cost less than waking the threads.
+#pragma omp parallel for num_threads(threads_) schedule(static) if ((size_t)N * F >= 16384)
   for (int n = 0; n < N; ++n) {
     const float* g = gateup + (size_t)n * 2 * F;
     const float* u = g + F;
