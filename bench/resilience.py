@@ -102,6 +102,7 @@ def main():
     ap.add_argument("--skip", default="")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     a = ap.parse_args()
+    print(f"kernels: {h.kernels()}", flush=True)
     work = tempfile.mkdtemp(prefix="tandem-resilience-bench-")
     try:
         data = h.prepare_dataset(work)

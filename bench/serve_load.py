@@ -41,6 +41,7 @@ def main():
     ap.add_argument("--stream-interval-ms", default="auto",
                     help="the server's --stream-interval-ms (auto, or milliseconds)")
     args = ap.parse_args()
+    print(f"kernels: {infer.h.kernels()}", flush=True)
     work = tempfile.mkdtemp(prefix="tandem-serve-bench-")
     run = args.model if os.path.isdir(args.model) else infer.make_model(work, args.model)
     proc = subprocess.Popen([infer.h.tandem_bin(), "serve", "-c", run, "--port", "0",

@@ -20,6 +20,14 @@ def tandem_bin():
     return b
 
 
+def kernels():
+    """The CPU model, ISA and GEMM core the CPU backend uses here, as `tandem info` says."""
+    out = subprocess.run([tandem_bin(), "info", os.path.join(ROOT, "configs", "tiny.toml")],
+                         capture_output=True, text=True).stdout
+    return next((l[len("backend: "):] for l in out.splitlines() if l.startswith("backend: ")),
+                "unknown")
+
+
 def make_corpus(path, n_words=120_000, vocab=3000, seed=7):
     """Zipf-distributed pseudo-words from syllables: enough distinct text for a 4096-piece
     tokenizer, and learnable structure (frequent words, fixed bigrams)."""
