@@ -335,16 +335,16 @@ class CheckpointFaults(FaultRuns):
             self.assertTrue(any(20 < s < 30 for s in saved), saved)  # retried before step 30
 
     def test_ctrl_c_stops_cleanly_and_resumes_exactly(self):
-        cfg = fault_config("faults")
+        # The run is held at step 30 (hang@30, with a supervisor that would wait an hour to
+        # call it hung), so Ctrl-C lands mid-run however fast the machine is.
+        cfg = fault_config("ctrl_c", supervisor={"hang_min_s": 3600.0})
         d = os.path.join(WORK, "ctrl_c")
-        proc = h.start(["train", cfg, "--out-dir", d])
-        def steps_logged():
-            path = os.path.join(d, "metrics.jsonl")
-            if not os.path.exists(path):
-                return 0
-            with open(path) as f:
-                return len(f.read().splitlines())
-        while steps_logged() < 15:
+        proc = h.start(["train", cfg, "--out-dir", d, "--inject", "hang@30"])
+        deadline = time.time() + 600
+        while not any(e["event"] == "fault_injected" and e["fault"] == "hang@30"
+                      for e in h.events(d)):
+            self.assertIsNone(proc.poll(), "the run ended before it was held")
+            self.assertLess(time.time(), deadline)
             time.sleep(0.01)
         os.killpg(proc.pid, signal.SIGINT)
         self.assertEqual(proc.wait(timeout=60), 0, proc.stderr.read()[-2000:])
@@ -354,8 +354,10 @@ class CheckpointFaults(FaultRuns):
         st = h.status(d)
         self.assertEqual(st["state"], "stopped")
         self.assertEqual(st["last_checkpoint_step"], st["steps_done"])
+        self.assertEqual(st["steps_done"], 30)
+        proc.stderr.close()
         h.run(["train", cfg, "--out-dir", d, "--resume"])
-        self.assertEqual(h.final_state(d, 60), reference(cfg, "faults", 60))
+        self.assertEqual(h.final_state(d, 60), reference(fault_config("faults"), "faults", 60))
 
     def test_bad_fault_spec_is_one_clear_error(self):
         p = h.run(["train", fault_config("faults"), "--out-dir", os.path.join(WORK, "nope"),

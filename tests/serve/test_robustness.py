@@ -287,7 +287,8 @@ class Streaming(unittest.TestCase):
     def test_automatic_interval_batches_tokens_when_streams_share_the_steps(self):
         # The default (auto): a lone stream gets its tokens as they come; while several
         # sequences share the steps, each stream's tokens go out at most every 10 ms.
-        srv = Server()
+        hold = os.path.join(tempfile.mkdtemp(prefix="tandem-hold-"), "hold")
+        srv = Server(env={"TANDEM_SERVE_HOLD_FILE": hold})
         try:
             # The seed with the longest reply (the test model often ends early).
             best = None
@@ -305,7 +306,10 @@ class Streaming(unittest.TestCase):
             self.assertEqual("".join(alone), full["choices"][0]["text"])
             # (How many events a lone stream gets is not fixed: a token that comes while its
             # handler thread waits for a core joins the next event.)
-            # Four identical seeded requests at once decode in (near) lockstep.
+            # Four identical seeded requests decode in lockstep: the server's hold hook keeps
+            # them from stepping until all four are in their slots, so they share every step
+            # from the first to the last, however the threads happen to be scheduled.
+            open(hold, "w").close()
             results = [None] * 4
 
             def one(i):
@@ -316,14 +320,20 @@ class Streaming(unittest.TestCase):
             threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
             for t in threads:
                 t.start()
+            deadline = time.time() + 120
+            while srv.metric("tandem_active_sequences") < 4:
+                self.assertLess(time.time(), deadline, "the four requests never took slots")
+                time.sleep(0.01)
+            os.unlink(hold)
             for t in threads:
                 t.join()
         finally:
+            if os.path.exists(hold):
+                os.unlink(hold)
             self.assertEqual(srv.stop(), 0)
         for texts, elapsed in results:
             self.assertEqual("".join(texts), full["choices"][0]["text"])
-            # The first token at once, then one event per 10 ms, and the last steps, which
-            # the streams may not share. On an idle machine a step takes about a millisecond,
+            # The first token at once, then one event per 10 ms, and the end. On an idle machine a step takes about a millisecond,
             # so per-token events would be several times this many.
             self.assertLessEqual(len(texts), 4 + int(elapsed / 0.010), (len(texts), elapsed))
 

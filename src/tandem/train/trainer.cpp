@@ -366,7 +366,9 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     const int64_t n = state.step + 1;  // the step being computed
     if (faults.fire(FaultKind::kHang, n)) {
       std::fprintf(stderr, "\n[faults] hanging at step %lld\n", (long long)n);
-      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+      // No progress and no heartbeat; only a stop request (Ctrl-C, SIGTERM) ends it, so a
+      // test can hold a run at a known step for as long as it needs.
+      while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     if (const Fault* f = faults.fire(FaultKind::kBitflipParam, n))
       flip_bit(*be, model.params(), pick(model.params(), P, n, f->bit), f->bit);
