@@ -96,6 +96,21 @@ def start(args, env=None):
                             stderr=subprocess.PIPE, text=True, env=e, start_new_session=True)
 
 
+def start_held(args, run_dir, step, timeout=600):
+    """Starts a supervised run with hang@STEP and returns it once it is held there (its
+    `fault_injected` event is logged): the run stays at that step until it is stopped."""
+    proc = start(args + ["--inject", f"hang@{step}"])
+    deadline = time.time() + timeout
+    while not any(e["event"] == "fault_injected" and e["fault"] == f"hang@{step}"
+                  for e in events(run_dir)):
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before step {step}: {proc.stderr.read()[-2000:]}")
+        if time.time() > deadline:
+            raise AssertionError(f"the run did not reach step {step} in {timeout} s")
+        time.sleep(0.01)
+    return proc
+
+
 def events(run_dir):
     out = []
     path = os.path.join(run_dir, "events.jsonl")

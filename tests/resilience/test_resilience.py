@@ -118,13 +118,7 @@ class Writers(unittest.TestCase):
         d = os.path.join(WORK, "lock")
         # The first writer stops at step 30 and stays there (its supervisor would wait an hour
         # to call it hung), so it holds the run for as long as the test needs.
-        first = h.start(["train", cfg, "--out-dir", d, "--inject", "hang@30"])
-        deadline = time.time() + 600
-        while not any(e["event"] == "fault_injected" and e["fault"] == "hang@30"
-                      for e in h.events(d)):
-            self.assertIsNone(first.poll(), "the first writer ended early")
-            self.assertLess(time.time(), deadline)
-            time.sleep(0.02)
+        first = h.start_held(["train", cfg, "--out-dir", d], d, 30)
 
         def contents():
             out = {}
@@ -339,13 +333,7 @@ class CheckpointFaults(FaultRuns):
         # call it hung), so Ctrl-C lands mid-run however fast the machine is.
         cfg = fault_config("ctrl_c", supervisor={"hang_min_s": 3600.0})
         d = os.path.join(WORK, "ctrl_c")
-        proc = h.start(["train", cfg, "--out-dir", d, "--inject", "hang@30"])
-        deadline = time.time() + 600
-        while not any(e["event"] == "fault_injected" and e["fault"] == "hang@30"
-                      for e in h.events(d)):
-            self.assertIsNone(proc.poll(), "the run ended before it was held")
-            self.assertLess(time.time(), deadline)
-            time.sleep(0.01)
+        proc = h.start_held(["train", cfg, "--out-dir", d], d, 30)
         os.killpg(proc.pid, signal.SIGINT)
         self.assertEqual(proc.wait(timeout=60), 0, proc.stderr.read()[-2000:])
         ev = h.kinds(d)
