@@ -255,6 +255,7 @@ class Chaos:
                 except ProcessLookupError:
                     continue
                 self.proc.wait()
+                self.proc.stderr.close()
                 self.kills["tree"] += 1
                 self.kill_times.append(time.time())
                 self._start(resume=True)  # the killed tree's last worker stays in `worker`

@@ -8,12 +8,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <string>
+#include <thread>
 
 #include "tandem/core/error.h"
 
@@ -52,9 +57,44 @@ bool same_file(int fd, const std::string& path) {
          a.st_ino == b.st_ino;
 }
 
+constexpr double kReleaseWaitS = 60;
+
+// True when the holder recorded in the lock file ran on this host and is no longer alive.
+bool holder_is_gone(const std::string& pid, const std::string& host) {
+  if (pid.empty() || host != hostname()) return false;
+  char* end = nullptr;
+  long p = std::strtol(pid.c_str(), &end, 10);
+  if (p <= 0 || *end) return false;
+  return ::kill((pid_t)p, 0) != 0 && errno == ESRCH;
+}
+
+// Waits until `path` can be locked (by whoever holds it exiting); true if that happened
+// within kReleaseWaitS. Does not keep the lock: the caller takes it again.
+bool wait_for_release(const std::string& path, const std::string& pid,
+                      const std::function<void()>& on_wait) {
+  std::fprintf(stderr,
+               "[run] the last writer (process %s) is gone; waiting for a process it started "
+               "to release %s\n",
+               pid.c_str(), path.c_str());
+  if (on_wait) on_wait();
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::duration<double>(kReleaseWaitS);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return true;  // removed by its holder: the caller creates it again
+    bool free = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+    ::close(fd);
+    if (free) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
 }  // namespace
 
-RunLock::RunLock(const std::string& dir, const std::string& what, bool inherit_env) : dir_(dir) {
+RunLock::RunLock(const std::string& dir, const std::string& what, bool inherit_env,
+                 std::function<void()> on_wait)
+    : dir_(dir) {
   const std::string path = path_for(dir);
   if (inherit_env) {
     if (const char* s = std::getenv("TANDEM_RUN_LOCK_FD"); s && *s) {
@@ -88,6 +128,14 @@ RunLock::RunLock(const std::string& dir, const std::string& what, bool inherit_e
         fail("[run] cannot lock " + path + ": " + std::strerror(err));
       const std::string pid = field(holder, "pid"), host = field(holder, "host"),
                         cmd = field(holder, "command"), since = field(holder, "since");
+      if (holder_is_gone(pid, host)) {
+        // The recorded writer died (a supervisor killed with its workers): the lock lives
+        // on in a worker the kernel is still taking down. Wait for it, not forever.
+        if (wait_for_release(path, pid, on_wait)) continue;
+        fail("[run] run directory '" + dir + "': its writer, process " + pid +
+             ", is gone, but a process it started still holds " + path + " after " +
+             std::to_string((int)kReleaseWaitS) + " s; stop that process first");
+      }
       std::string who = pid.empty() ? "another process (it has not recorded its PID yet)"
                                     : "process " + pid + " on host " + host +
                                           (cmd.empty() ? "" : " (" + cmd + ", since " + since + ")");

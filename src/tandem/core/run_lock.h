@@ -4,6 +4,7 @@
 // message a second writer gets. Readers take no lock.
 #pragma once
 
+#include <functional>
 #include <string>
 
 namespace tandem {
@@ -14,7 +15,11 @@ class RunLock {
   // second writer gets Error "[run] run directory 'DIR' is in use by process PID on host
   // HOST ...". With `inherit_env`, a lock passed down by a parent (TANDEM_RUN_LOCK_FD, set by
   // share_with_child) on the same directory is adopted instead of taken again.
-  RunLock(const std::string& dir, const std::string& what, bool inherit_env = true);
+  // A holder that recorded a PID on this host which is no longer alive is a killed
+  // supervisor whose worker has not exited yet: the lock is waited for (up to a minute,
+  // `on_wait` called once when the wait begins) instead of refused.
+  RunLock(const std::string& dir, const std::string& what, bool inherit_env = true,
+          std::function<void()> on_wait = {});
   ~RunLock();  // unlocks; removes `dir` again if it created it and nothing else was written
   RunLock(const RunLock&) = delete;
   RunLock& operator=(const RunLock&) = delete;
