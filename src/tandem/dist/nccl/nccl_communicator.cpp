@@ -31,17 +31,22 @@ void cuda_check(cudaError_t e, const char* call, int device) {
 
 ncclDataType_t nccl_type(CommType t) {
   switch (t) {
-    case CommType::kF32: return ncclFloat32;
-    case CommType::kF64: return ncclFloat64;
-    case CommType::kI64: return ncclInt64;
+    case CommType::kF32:
+      return ncclFloat32;
+    case CommType::kF64:
+      return ncclFloat64;
+    case CommType::kI64:
+      return ncclInt64;
   }
   fail("[nccl] unknown element type " + std::to_string(static_cast<int>(t)));
 }
 
 ncclRedOp_t nccl_op(CommOp op) {
   switch (op) {
-    case CommOp::kSum: return ncclSum;
-    case CommOp::kMax: return ncclMax;
+    case CommOp::kSum:
+      return ncclSum;
+    case CommOp::kMax:
+      return ncclMax;
   }
   fail("[nccl] unknown reduction " + std::to_string(static_cast<int>(op)));
 }
@@ -168,9 +173,8 @@ void NcclCommunicator::open(KvStore& store, const std::string& prefix,
                       where("init") + ": no NCCL id from rank 0: " + e.what());
     }
     if (bytes.size() != sizeof id.internal)
-      fail(where("init") + ": the NCCL id under '" + key + "' has " +
-           std::to_string(bytes.size()) + " bytes, expected " +
-           std::to_string(sizeof id.internal));
+      fail(where("init") + ": the NCCL id under '" + key + "' has " + std::to_string(bytes.size()) +
+           " bytes, expected " + std::to_string(sizeof id.internal));
     std::memcpy(id.internal, bytes.data(), sizeof id.internal);
   }
 
@@ -261,9 +265,9 @@ void NcclCommunicator::wait_locked(const char* what, Clock::time_point deadline,
     }
     if (Clock::now() >= deadline) {
       abort_comm_locked(std::string(what) + " timed out");
-      throw CommError(CommError::Kind::kTimeout,
-                      where(what) + ": not complete within " + std::to_string(timeout().count()) +
-                          " ms; communicator aborted");
+      throw CommError(CommError::Kind::kTimeout, where(what) + ": not complete within " +
+                                                     std::to_string(timeout().count()) +
+                                                     " ms; communicator aborted");
     }
     backoff(polls);
   }
@@ -281,9 +285,10 @@ void NcclCommunicator::run(const char* what, Enqueue&& enqueue) {
 }
 
 void NcclCommunicator::all_reduce(void* buf, size_t n, CommType t, CommOp op) {
+  const ncclDataType_t type = nccl_type(t);
+  const ncclRedOp_t redop = nccl_op(op);
   run("all_reduce", [&] {
-    return n == 0 ? ncclSuccess
-                  : ncclAllReduce(buf, buf, n, nccl_type(t), nccl_op(op), comm_, stream_);
+    return n == 0 ? ncclSuccess : ncclAllReduce(buf, buf, n, type, redop, comm_, stream_);
   });
 }
 
@@ -295,11 +300,13 @@ void NcclCommunicator::reduce_scatter(const void* in, void* out, const std::vect
   const bool equal =
       std::all_of(counts.begin(), counts.end(), [&](size_t c) { return c == counts[0]; });
   const size_t elem = comm_type_size(t);
+  // Mapped before the group opens: a throw inside it would leave this thread's group open.
+  const ncclDataType_t type = nccl_type(t);
+  const ncclRedOp_t redop = nccl_op(op);
   run("reduce_scatter", [&]() -> ncclResult_t {
     if (equal)
       return counts[0] == 0 ? ncclSuccess
-                            : ncclReduceScatter(in, out, counts[0], nccl_type(t), nccl_op(op),
-                                                comm_, stream_);
+                            : ncclReduceScatter(in, out, counts[0], type, redop, comm_, stream_);
     // NCCL has no reduce-scatter with uneven blocks: one reduce per block, rooted at its owner,
     // in one group so they progress together. Non-roots never write recvbuff.
     ncclResult_t r = ncclGroupStart();
@@ -308,7 +315,7 @@ void NcclCommunicator::reduce_scatter(const void* in, void* out, const std::vect
     const char* block = static_cast<const char*>(in);
     for (int b = 0; b < size_; ++b) {
       if (counts[b] != 0 && first == ncclSuccess) {
-        r = ncclReduce(block, out, counts[b], nccl_type(t), nccl_op(op), b, comm_, stream_);
+        r = ncclReduce(block, out, counts[b], type, redop, b, comm_, stream_);
         if (r != ncclSuccess && r != ncclInProgress) first = r;
       }
       block += counts[b] * elem;
@@ -321,23 +328,24 @@ void NcclCommunicator::reduce_scatter(const void* in, void* out, const std::vect
 }
 
 void NcclCommunicator::all_gather(const void* in, void* out, size_t n, CommType t) {
-  run("all_gather", [&] {
-    return n == 0 ? ncclSuccess : ncclAllGather(in, out, n, nccl_type(t), comm_, stream_);
-  });
+  const ncclDataType_t type = nccl_type(t);
+  run("all_gather",
+      [&] { return n == 0 ? ncclSuccess : ncclAllGather(in, out, n, type, comm_, stream_); });
 }
 
 void NcclCommunicator::broadcast(void* buf, size_t n, CommType t, int root) {
   if (root < 0 || root >= size_)
     fail(where("broadcast") + ": root " + std::to_string(root) + " is not a rank");
+  const ncclDataType_t type = nccl_type(t);
   run("broadcast", [&] {
-    return n == 0 ? ncclSuccess
-                  : ncclBroadcast(buf, buf, n, nccl_type(t), root, comm_, stream_);
+    return n == 0 ? ncclSuccess : ncclBroadcast(buf, buf, n, type, root, comm_, stream_);
   });
 }
 
 void NcclCommunicator::barrier() {
-  run("barrier",
-      [&] { return ncclAllReduce(barrier_buf_, barrier_buf_, 1, ncclInt64, ncclSum, comm_, stream_); });
+  run("barrier", [&] {
+    return ncclAllReduce(barrier_buf_, barrier_buf_, 1, ncclInt64, ncclSum, comm_, stream_);
+  });
 }
 
 }  // namespace

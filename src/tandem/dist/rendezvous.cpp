@@ -1,0 +1,265 @@
+// The rendezvous server and client over cpp-httplib. The server's state is a map of keys and
+// the list of joined ranks under one mutex; every wait is a condition variable with a deadline.
+#include "tandem/dist/rendezvous.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "tandem/core/error.h"
+
+namespace tandem {
+
+std::pair<std::string, int> parse_host_port(const std::string& s, const std::string& what) {
+  const size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size())
+    fail("[dist] " + what + " '" + s + "' is not HOST:PORT");
+  const std::string host = s.substr(0, colon), port = s.substr(colon + 1);
+  char* end = nullptr;
+  long p = std::strtol(port.c_str(), &end, 10);
+  if (*end || p <= 0 || p > 65535)
+    fail("[dist] " + what + " '" + s + "': port '" + port + "' is not a number in 1..65535");
+  return {host, (int)p};
+}
+
+// ---------------------------------------------------------------------------------------------
+struct RendezvousServer::Impl {
+  RendezvousOptions opt;
+  httplib::Server svr;
+  std::thread thread;
+  std::atomic<bool> loop_ended{false};
+  int port = 0;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::string, std::string> kv;
+  // Joined ranks by their order; the first fingerprint is the run's.
+  std::map<int, nlohmann::json> joined;
+  nlohmann::json reference;  // the first joiner's fingerprint
+  int reference_order = -1;
+  std::string refusal;       // set once a rank was refused: every waiting rank gets it
+  int64_t generation = 0;
+
+  static int timeout_ms(const httplib::Request& r) {
+    return r.has_param("timeout_ms") ? std::stoi(r.get_param_value("timeout_ms")) : 30000;
+  }
+
+  void handle_set(const httplib::Request& r, httplib::Response& res) {
+    {
+      std::lock_guard<std::mutex> g(mu);
+      kv[r.matches[1]] = r.body;
+    }
+    cv.notify_all();
+    res.set_content("{}", "application/json");
+  }
+
+  void handle_get(const httplib::Request& r, httplib::Response& res) {
+    const std::string key = r.matches[1];
+    std::unique_lock<std::mutex> g(mu);
+    if (!cv.wait_for(g, std::chrono::milliseconds(timeout_ms(r)), [&] { return kv.count(key); })) {
+      res.status = 408;
+      return;
+    }
+    res.set_content(kv[key], "application/octet-stream");
+  }
+
+  // The first field in which `fp` differs from the reference, as a message; "" when equal.
+  std::string differs(const nlohmann::json& fp, int order) const {
+    for (auto it = reference.begin(); it != reference.end(); ++it) {
+      const std::string mine = fp.contains(it.key()) ? fp[it.key()].get<std::string>() : "(none)";
+      if (mine != it.value().get<std::string>())
+        return "rank " + std::to_string(order) + " runs a different " + it.key() + " than rank " +
+               std::to_string(reference_order) + " (" + mine + " vs " +
+               it.value().get<std::string>() + ")";
+    }
+    for (auto it = fp.begin(); it != fp.end(); ++it)
+      if (!reference.contains(it.key()))
+        return "rank " + std::to_string(order) + " reports " + it.key() + " and rank " +
+               std::to_string(reference_order) + " does not";
+    return "";
+  }
+
+  void handle_join(const httplib::Request& r, httplib::Response& res) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(r.body);
+    } catch (const std::exception& e) {
+      res.status = 400;
+      res.set_content(std::string("malformed join: ") + e.what(), "text/plain");
+      return;
+    }
+    const int order = j.value("order", -1);
+    std::unique_lock<std::mutex> g(mu);
+    if (order < 0 || order >= opt.world) {
+      res.status = 409;
+      res.set_content("rank " + std::to_string(order) + " is outside the world of " +
+                          std::to_string(opt.world) + " ranks",
+                      "text/plain");
+      return;
+    }
+    if (reference_order < 0) {
+      reference = j["fingerprint"];
+      reference_order = order;
+    } else if (refusal.empty()) {
+      refusal = differs(j["fingerprint"], order);
+    }
+    if (refusal.empty() && joined.count(order) && generation == 0) {
+      refusal = "two ranks claim rank " + std::to_string(order) +
+                " (check RANK / --node-rank on each machine)";
+    }
+    joined[order] = j;
+    if (refusal.empty() && (int)joined.size() == opt.world) ++generation;
+    cv.notify_all();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms(r));
+    cv.wait_until(g, deadline, [&] { return !refusal.empty() || generation > 0; });
+    if (!refusal.empty()) {
+      res.status = 409;
+      res.set_content(refusal, "text/plain");
+      return;
+    }
+    if (generation == 0) {
+      res.status = 408;
+      res.set_content(std::to_string(joined.size()) + " of " + std::to_string(opt.world) +
+                          " ranks joined",
+                      "text/plain");
+      return;
+    }
+    nlohmann::json out = {{"generation", generation}, {"rank", order}, {"world", opt.world}};
+    res.set_content(out.dump(), "application/json");
+  }
+};
+
+RendezvousServer::RendezvousServer(const RendezvousOptions& o) : impl_(std::make_unique<Impl>()) {
+  impl_->opt = o;
+  Impl* im = impl_.get();
+  // Long polls hold a thread each: one per rank and a few spare.
+  const int threads = std::max(8, 2 * o.world + 4);
+  im->svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  im->svr.set_read_timeout(600, 0);
+  im->svr.set_write_timeout(600, 0);
+  im->svr.set_keep_alive_timeout(600);
+  // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, which would let a second run
+  // bind the same port and split the ranks between two servers.
+  im->svr.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
+  im->svr.Put(R"(/kv/(.+))", [im](const httplib::Request& r, httplib::Response& s) { im->handle_set(r, s); });
+  im->svr.Get(R"(/kv/(.+))", [im](const httplib::Request& r, httplib::Response& s) { im->handle_get(r, s); });
+  im->svr.Post("/join", [im](const httplib::Request& r, httplib::Response& s) { im->handle_join(r, s); });
+  if (o.port == 0) {
+    im->port = im->svr.bind_to_any_port(o.host);
+    if (im->port <= 0) fail("[dist] cannot listen for the rendezvous on " + o.host);
+  } else {
+    if (!im->svr.bind_to_port(o.host, o.port))
+      fail("[dist] cannot listen for the rendezvous on " + o.host + ":" + std::to_string(o.port) +
+           ": the port is in use or the address is not this machine's (choose another with "
+           "--rdzv or MASTER_PORT)");
+    im->port = o.port;
+  }
+  im->thread = std::thread([im] {
+    im->svr.listen_after_bind();
+    im->loop_ended = true;
+  });
+  // stop() does nothing before the loop runs: a server destroyed at once would never end.
+  while (!im->svr.is_running() && !im->loop_ended) std::this_thread::yield();
+}
+
+RendezvousServer::~RendezvousServer() {
+  {
+    std::lock_guard<std::mutex> g(impl_->mu);
+    impl_->refusal = impl_->refusal.empty() ? "the rendezvous server stopped" : impl_->refusal;
+  }
+  impl_->cv.notify_all();
+  impl_->svr.stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+int RendezvousServer::port() const { return impl_->port; }
+
+// ---------------------------------------------------------------------------------------------
+struct RendezvousClient::Impl {
+  std::string host;
+  int port = 0;
+  std::mutex mu;  // httplib::Client is not shared between threads: one per call
+
+  std::unique_ptr<httplib::Client> client(std::chrono::milliseconds wait) {
+    auto c = std::make_unique<httplib::Client>(host, port);
+    c->set_connection_timeout(5, 0);
+    const auto total = wait + std::chrono::seconds(10);
+    c->set_read_timeout(std::chrono::duration_cast<std::chrono::seconds>(total).count(), 0);
+    return c;
+  }
+};
+
+RendezvousClient::RendezvousClient(const std::string& address)
+    : impl_(std::make_unique<Impl>()), address_(address) {
+  auto [h, p] = parse_host_port(address, "rendezvous address");
+  impl_->host = h;
+  impl_->port = p;
+}
+
+RendezvousClient::~RendezvousClient() = default;
+
+namespace {
+[[noreturn]] void unreachable(const std::string& address, httplib::Error e) {
+  fail("[dist] cannot reach the rendezvous server at " + address + " (" + httplib::to_string(e) +
+       "): is rank 0 started, and is the address right (--rdzv, MASTER_ADDR:MASTER_PORT)?");
+}
+}  // namespace
+
+void RendezvousClient::set(const std::string& key, const std::vector<char>& value) {
+  auto c = impl_->client(std::chrono::milliseconds(0));
+  auto r = c->Put("/kv/" + key, std::string(value.begin(), value.end()), "application/octet-stream");
+  if (!r) unreachable(address_, r.error());
+  if (r->status != 200) fail("[dist] rendezvous server refused key '" + key + "'");
+}
+
+std::vector<char> RendezvousClient::get(const std::string& key, std::chrono::milliseconds timeout) {
+  auto c = impl_->client(timeout);
+  auto r = c->Get("/kv/" + key + "?timeout_ms=" + std::to_string(timeout.count()));
+  if (!r) unreachable(address_, r.error());
+  if (r->status == 408)
+    fail("[dist] key '" + key + "' did not appear at the rendezvous within " +
+         std::to_string(timeout.count()) + " ms");
+  if (r->status != 200) fail("[dist] rendezvous server answered " + std::to_string(r->status));
+  return std::vector<char>(r->body.begin(), r->body.end());
+}
+
+GroupInfo RendezvousClient::join(int order, const Fingerprint& fp, std::chrono::milliseconds timeout) {
+  nlohmann::json f = nlohmann::json::object();
+  for (const auto& [k, v] : fp.fields) f[k] = v;
+  nlohmann::json body = {{"order", order}, {"fingerprint", f}};
+  auto c = impl_->client(timeout);
+  // The server may not be listening yet (rank 0 starting): retry connecting within the deadline.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto r = c->Post("/join?timeout_ms=" + std::to_string(timeout.count()), body.dump(),
+                     "application/json");
+    if (!r) {
+      if (std::chrono::steady_clock::now() < deadline &&
+          (r.error() == httplib::Error::Connection || r.error() == httplib::Error::ConnectionTimeout)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        continue;
+      }
+      unreachable(address_, r.error());
+    }
+    if (r->status == 409) fail("[dist] refused at rendezvous: " + r->body);
+    if (r->status == 408)
+      fail("[dist] the group did not form within " + std::to_string(timeout.count() / 1000) +
+           " s: " + r->body);
+    if (r->status != 200) fail("[dist] rendezvous server answered " + std::to_string(r->status) + ": " + r->body);
+    auto j = nlohmann::json::parse(r->body);
+    GroupInfo g;
+    g.generation = j["generation"].get<int64_t>();
+    g.rank = j["rank"].get<int>();
+    g.world = j["world"].get<int>();
+    return g;
+  }
+}
+
+}  // namespace tandem
