@@ -4,6 +4,9 @@
 #include <string>
 
 #include "tandem/cli/commands.h"
+#include "tandem/core/error.h"
+#include "tandem/dist/launch.h"
+#include "tandem/train/data_parallel.h"
 #include "tandem/train/faults.h"
 #include "tandem/train/supervisor.h"
 #include "tandem/train/trainer.h"
@@ -17,6 +20,8 @@ void add_train(CLI::App& app, Action& action) {
     bool resume = false, no_supervise = false, worker = false;
     int64_t steps = -1, stop_after = -1;
     int threads = -1;
+    int nproc = -1, nnodes = -1, node_rank = -1;
+    std::string rdzv;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("config", a->config, "run config (TOML)")->required();
@@ -28,6 +33,12 @@ void add_train(CLI::App& app, Action& action) {
   cmd->add_option("--threads", a->threads, "override train.threads");
   cmd->add_option("--inject", a->inject,
                   "inject faults, e.g. 'crash@50,nan_grad@80' (docs/resilience.md)");
+  cmd->add_option("--nproc", a->nproc, "data parallel: ranks on this machine (default 1)");
+  cmd->add_option("--nnodes", a->nnodes, "data parallel: machines in the job (default 1)");
+  cmd->add_option("--node-rank", a->node_rank, "data parallel: this machine's place, 0..nnodes-1");
+  cmd->add_option("--rdzv", a->rdzv,
+                  "data parallel: HOST:PORT of the rendezvous, served by node 0 (default: "
+                  "MASTER_ADDR:MASTER_PORT, or any free local port for one machine)");
   cmd->add_flag("--no-supervise", a->no_supervise,
                 "run in this process: no restarts after a crash or hang");
   cmd->add_flag("--worker", a->worker, "internal: the supervised training process")
@@ -43,6 +54,18 @@ void add_train(CLI::App& app, Action& action) {
         FaultPlan::parse(a->inject);  // a bad spec is an error here, before anything runs
         ::setenv("TANDEM_FAULTS", a->inject.c_str(), 1);
       }
+      LaunchSpec launch;
+      if (!a->worker) {
+        launch = resolve_launch(a->nproc, a->nnodes, a->node_rank, a->rdzv);
+        if (launch.distributed() && cfg.train.grad_accum % launch.world() != 0)
+          fail("[dist] train.grad_accum = " + std::to_string(cfg.train.grad_accum) +
+               " micro-batches (the global batch is grad_accum x batch_size sequences) cannot "
+               "be split over " + std::to_string(launch.world()) +
+               " ranks: use a number of ranks that divides it");
+        if (launch.distributed() && a->no_supervise)
+          fail("[dist] --no-supervise runs one process; " + std::to_string(launch.world()) +
+               " ranks (" + launch.source + ") need the supervisor");
+      }
       if (!a->no_supervise && !a->worker) {
         std::vector<std::string> argv = {"tandem", "train", a->config, "--worker"};
         auto opt = [&](const char* flag, const std::string& v) {
@@ -53,7 +76,7 @@ void add_train(CLI::App& app, Action& action) {
         if (a->steps > 0) opt("--max-steps", std::to_string(a->steps));
         if (a->stop_after > 0) opt("--stop-after", std::to_string(a->stop_after));
         if (a->threads >= 0) opt("--threads", std::to_string(a->threads));
-        int rc = run_supervised(cfg, argv, a->resume);
+        int rc = run_supervised(cfg, argv, a->resume, launch);
         if (rc != 0) std::exit(rc);
         return;
       }
@@ -66,6 +89,7 @@ void add_train(CLI::App& app, Action& action) {
         std::fflush(stderr);
         std::exit(kExitDiagnosis);
       }
+      if (rank_env_from_environment().rank != 0) return;  // rank 0 speaks for the group
       char val[48] = "";
       if (r.last_val_loss >= 0) std::snprintf(val, sizeof val, ", val loss %.4f", r.last_val_loss);
       std::fprintf(stderr, "[train] done: step %lld, loss %.4f%s, %.0f tok/s\n", (long long)r.step,

@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include <unistd.h>
+
 #include "tandem/core/error.h"
 
 namespace tandem {
@@ -37,7 +39,7 @@ struct RendezvousServer::Impl {
   std::mutex mu;
   std::condition_variable cv;
   std::map<std::string, std::string> kv;
-  // Joined ranks by their order; the first fingerprint is the run's.
+  // Ranks waiting for the next generation, by their order; the first fingerprint is the run's.
   std::map<int, nlohmann::json> joined;
   nlohmann::json reference;  // the first joiner's fingerprint
   int reference_order = -1;
@@ -107,21 +109,28 @@ struct RendezvousServer::Impl {
     } else if (refusal.empty()) {
       refusal = differs(j["fingerprint"], order);
     }
-    if (refusal.empty() && joined.count(order) && generation == 0) {
-      refusal = "two ranks claim rank " + std::to_string(order) +
-                " (check RANK / --node-rank on each machine)";
-    }
+    // A rank joining again from the same machine replaces one that died before the group
+    // formed; from another machine it is a second process claiming the same place.
+    if (refusal.empty() && joined.count(order) &&
+        joined[order].value("host", "") != j.value("host", ""))
+      refusal = "two ranks claim rank " + std::to_string(order) + " (on " +
+                joined[order].value("host", "?") + " and " + j.value("host", "?") +
+                "): check --node-rank or RANK on each machine";
     joined[order] = j;
-    if (refusal.empty() && (int)joined.size() == opt.world) ++generation;
+    const int64_t target = generation + 1;
+    if (refusal.empty() && (int)joined.size() == opt.world) {
+      ++generation;
+      joined.clear();
+    }
     cv.notify_all();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms(r));
-    cv.wait_until(g, deadline, [&] { return !refusal.empty() || generation > 0; });
+    cv.wait_until(g, deadline, [&] { return !refusal.empty() || generation >= target; });
     if (!refusal.empty()) {
       res.status = 409;
       res.set_content(refusal, "text/plain");
       return;
     }
-    if (generation == 0) {
+    if (generation < target) {
       res.status = 408;
       res.set_content(std::to_string(joined.size()) + " of " + std::to_string(opt.world) +
                           " ranks joined",
@@ -233,7 +242,9 @@ std::vector<char> RendezvousClient::get(const std::string& key, std::chrono::mil
 GroupInfo RendezvousClient::join(int order, const Fingerprint& fp, std::chrono::milliseconds timeout) {
   nlohmann::json f = nlohmann::json::object();
   for (const auto& [k, v] : fp.fields) f[k] = v;
-  nlohmann::json body = {{"order", order}, {"fingerprint", f}};
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  nlohmann::json body = {{"order", order}, {"fingerprint", f}, {"host", host}};
   auto c = impl_->client(timeout);
   // The server may not be listening yet (rank 0 starting): retry connecting within the deadline.
   const auto deadline = std::chrono::steady_clock::now() + timeout;

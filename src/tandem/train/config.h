@@ -59,6 +59,7 @@ struct SupervisorConfig {
   double hang_factor = 10;         // hang: no heartbeat for factor x median step time...
   double hang_min_s = 60;          // ...but never less than this
   double startup_timeout_s = 600;  // before the first heartbeat of a process
+  double collective_timeout_s = 30;  // data parallel: deadline of one collective
 };
 
 struct RunConfig {

@@ -117,9 +117,9 @@ FaultPlan FaultPlan::from_env() {
   return s ? parse(s) : FaultPlan();
 }
 
-void FaultPlan::bind(const std::string& run_dir, EventLog* events) {
+void FaultPlan::bind(const std::string& run_dir, EventLog* events, const std::string& marker) {
   events_ = events;
-  marker_path_ = run_dir + "/faults.fired";
+  marker_path_ = run_dir + "/" + marker;
   fired_.clear();
   if (path_exists(marker_path_)) {
     std::stringstream ss(read_file(marker_path_));

@@ -54,7 +54,10 @@ class FaultPlan {
 
   bool empty() const { return faults_.empty(); }
   // Loads RUN_DIR/faults.fired and sends fault events to `events`.
-  void bind(const std::string& run_dir, EventLog* events);
+  // `marker` names the file (in run_dir) that records one-shot faults already fired; each
+  // rank of a data-parallel run keeps its own.
+  void bind(const std::string& run_dir, EventLog* events,
+            const std::string& marker = "faults.fired");
 
   // A one-shot fault of this kind due at `step` (for checkpoint faults: at or before `step`)
   // that has not fired yet: records it as fired, logs it and returns it. Null otherwise.

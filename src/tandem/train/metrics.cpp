@@ -18,6 +18,7 @@ FILE* open_append(const std::string& path) {
   return f;
 }
 void put_line(FILE* f, const std::string& line) {
+  if (!f) return;  // an empty path: a rank that writes nothing
   std::fputs(line.c_str(), f);
   std::fputc('\n', f);
   std::fflush(f);
@@ -35,6 +36,7 @@ MetricsLog::~MetricsLog() {
 void MetricsLog::truncate(int64_t step) {
   if (f_) std::fclose(f_);
   f_ = nullptr;
+  if (path_.empty()) return;  // a rank that writes nothing
   std::string kept;
   if (path_exists(path_)) {
     std::istringstream in(read_file(path_));
@@ -64,7 +66,7 @@ void MetricsLog::eval(int64_t step, double val_loss) {
   write(nlohmann::ordered_json({{"step", step}, {"val_loss", val_loss}}).dump());
 }
 
-TimingLog::TimingLog(const std::string& path) : f_(open_append(path)) {}
+TimingLog::TimingLog(const std::string& path) : f_(path.empty() ? nullptr : open_append(path)) {}
 
 TimingLog::~TimingLog() {
   if (f_) std::fclose(f_);

@@ -12,7 +12,8 @@ namespace tandem {
 
 class MetricsLog {
  public:
-  // Opens path, keeping only records with step <= resume_step (drops a torn last line).
+  // Opens path, keeping only records with step <= resume_step (drops a torn last line). An
+  // empty path discards (the data-parallel ranks other than the writer).
   MetricsLog(const std::string& path, int64_t resume_step);
   ~MetricsLog();
   void step(int64_t step, double loss, float lr, double grad_norm);

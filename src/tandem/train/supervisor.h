@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "tandem/dist/launch.h"
 #include "tandem/train/config.h"
 
 namespace tandem {
@@ -15,6 +16,9 @@ namespace tandem {
 // Runs `worker_argv` (argv[0] is ignored: the current executable is re-run) under supervision
 // and returns the exit status for the whole run. With resume=false the first process starts a
 // new run; every restart passes --resume.
-int run_supervised(const RunConfig& cfg, std::vector<std::string> worker_argv, bool resume);
+// With a distributed `launch`, starts its nproc local ranks (and, on node 0, serves the
+// rendezvous); any rank's failure stops and restarts this machine's ranks together.
+int run_supervised(const RunConfig& cfg, std::vector<std::string> worker_argv, bool resume,
+                   const LaunchSpec& launch = {});
 
 }  // namespace tandem

@@ -30,6 +30,7 @@
 #include "tandem/model/llama.h"
 #include "tandem/train/checkpoint.h"
 #include "tandem/train/ckpt_writer.h"
+#include "tandem/train/data_parallel.h"
 #include "tandem/train/events.h"
 #include "tandem/train/faults.h"
 #include "tandem/train/guard.h"
@@ -91,6 +92,7 @@ struct RunState {
   int64_t step = 0, samples = 0;
   Guard guard;
   std::vector<Skip> skipped;  // survives rollbacks: a batch found bad stays skipped
+  std::vector<int> grad_exp;  // the fixed-point scales of the next step's gradient sum
 
   explicit RunState(const GuardConfig& g) : guard(g) {}
   bool is_skipped(int64_t s) const {
@@ -101,10 +103,15 @@ struct RunState {
   nlohmann::json extra() const {
     nlohmann::json sk = nlohmann::json::array();
     for (const Skip& k : skipped) sk.push_back({{"step", k.step}, {"samples", k.samples}});
-    return {{"guard", guard.to_json()}, {"skipped_batches", sk}};
+    return {{"guard", guard.to_json()}, {"skipped_batches", sk}, {"grad_exponents", grad_exp}};
   }
   void load_extra(const nlohmann::json& e, bool with_skipped) {
     if (e.contains("guard")) guard.from_json(e["guard"]);
+    if (e.contains("grad_exponents")) {
+      if (!e["grad_exponents"].is_array())
+        fail("[train] malformed grad_exponents in the saved state");
+      grad_exp = e["grad_exponents"].get<std::vector<int>>();
+    }
     if (!with_skipped || !e.contains("skipped_batches")) return;
     const auto& sk = e["skipped_batches"];
     if (!sk.is_array()) fail("[train] malformed skipped_batches in the saved state");
@@ -153,31 +160,58 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   if (tc.eval_every > 0)
     val_loader.emplace(val_shard, tc.batch_size, tc.seq_len, tc.seed ^ kValSeedXor);
 
+  // Data parallel: rank 0 is the run's only writer; the others read nothing from the run
+  // directory and write nothing to it (they may be on machines without it).
+  const RankEnv renv = rank_env_from_environment();
+  const bool is_writer = renv.rank == 0;
+  if (renv.distributed() && tc.grad_accum % renv.world != 0)
+    fail("[dist] train.grad_accum = " + std::to_string(tc.grad_accum) +
+         " micro-batches cannot be split over " + std::to_string(renv.world) +
+         " ranks: use a number of ranks that divides it");
   // One writer per run directory, from here to the end (adopted from the supervisor when it
   // holds it): a second `tandem train` on this directory is refused, naming this process.
-  RunLock run_lock(cfg.out_dir, "tandem train");
+  std::optional<RunLock> run_lock;
+  if (is_writer) run_lock.emplace(cfg.out_dir, "tandem train");
   std::vector<std::string> rejected, rejected_dirs;
-  auto latest = latest_checkpoint(cfg.out_dir, &rejected, &rejected_dirs);
+  std::optional<std::string> latest;
+  if (is_writer) latest = latest_checkpoint(cfg.out_dir, &rejected, &rejected_dirs);
   if (latest && !opts.resume)
     fail("[train] run directory '" + cfg.out_dir +
          "' already has checkpoints: pass --resume to continue it, or choose another run.out_dir");
-  if (opts.progress) std::fprintf(stderr, "%s\n", cfg.model.summary().c_str());
+  const bool progress = opts.progress && is_writer;
+  if (progress) std::fprintf(stderr, "%s\n", cfg.model.summary().c_str());
 
-  std::unique_ptr<Backend> be = make_backend(tc.backend, tc.threads);
+  // Ranks on one machine split its cores.
+  int threads = tc.threads;
+  if (threads == 0 && renv.local_world > 1)
+    threads = std::max(1, (int)std::thread::hardware_concurrency() / renv.local_world);
+  std::unique_ptr<Backend> be = make_backend(tc.backend, threads);
   const std::string hardware = be->describe();
-  if (opts.progress) std::fprintf(stderr, "[train] backend: %s\n", hardware.c_str());
+  if (progress) std::fprintf(stderr, "[train] backend: %s\n", hardware.c_str());
   Llama model(cfg.model, *be);
   AdamW opt(model, tc.beta1, tc.beta2, tc.eps, tc.weight_decay);
   const size_t P = model.num_params();
 
   // ---- the run directory and its logs exist from here on ----
-  make_dirs(cfg.out_dir);
-  remove_stale_temporaries(cfg.out_dir);
-  EventLog events(cfg.out_dir + "/events.jsonl");
+  if (is_writer) {
+    make_dirs(cfg.out_dir);
+    remove_stale_temporaries(cfg.out_dir);
+  }
+  const std::string log_dir = is_writer ? cfg.out_dir + "/" : "";
+  EventLog events(is_writer ? log_dir + "events.jsonl" : "");
   Heartbeat hb;
-  faults.bind(cfg.out_dir, &events);
-  events.emit("train_start",
-              {{"resume", opts.resume}, {"supervised", hb.active()}, {"backend", hardware}});
+  faults.bind(cfg.out_dir, &events,
+              is_writer ? "faults.fired" : "faults.rank-" + std::to_string(renv.rank) + ".fired");
+  // The group forms once every rank has started (each with the same config, data and binary).
+  RankGroup group = renv.distributed() ? RankGroup(renv, run_fingerprint(cfg, tok.sha256()))
+                                       : RankGroup();
+  if (progress && renv.distributed())
+    std::fprintf(stderr, "[dist] %d ranks (%s)\n", group.world(), group.describe().c_str());
+  events.emit("train_start", {{"resume", opts.resume},
+                              {"supervised", hb.active()},
+                              {"backend", hardware},
+                              {"ranks", group.world()},
+                              {"dist", group.describe()}});
   for (size_t i = 0; i < rejected.size(); ++i) {
     std::fprintf(stderr, "[train] skipping checkpoint: %s\n", rejected[i].c_str());
     std::string aside;
@@ -240,10 +274,9 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       std::fprintf(stderr, "[train] no checkpoint verifies; starting from scratch\n");
     model.init(tc.seed);
   }
-  if (!resumed_from.empty())
-    std::fprintf(stderr, "[train] resumed from %s (step %lld)\n",
-                 resumed_from == "memory" ? "the in-memory snapshot" : resumed_from.c_str(),
-                 (long long)state.step);
+  const int B = tc.batch_size, T = tc.seq_len, A = tc.grad_accum;
+  GradReducer reducer(model, A, group);
+  if (state.grad_exp.size() != reducer.exponents().size()) state.grad_exp = reducer.exponents();
   auto meta_json = [&] {
     nlohmann::json j = state.extra();
     j["step"] = state.step;
@@ -252,16 +285,42 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     j["tokenizer_sha256"] = tok.sha256();
     return j;
   };
+  if (group.comm()) {
+    // Every rank starts the group from the newest state any of them has (the others' copies
+    // of a replicated state are equal or older).
+    const int64_t have = (mem || latest) ? state.step : -1;
+    std::vector<float> p(P), m(P), v(P);
+    be->to_host(p.data(), model.params(), P * sizeof(float));
+    be->to_host(m.data(), opt.m(), P * sizeof(float));
+    be->to_host(v.data(), opt.v(), P * sizeof(float));
+    std::string meta = meta_json().dump();
+    const int64_t got = group.share_state(have, {p.data(), m.data(), v.data()}, P, meta);
+    if (got >= 0 && got != have) {
+      model.load_params(p.data());
+      be->to_device(opt.m(), m.data(), P * sizeof(float));
+      be->to_device(opt.v(), v.data(), P * sizeof(float));
+      auto j = nlohmann::json::parse(meta);
+      state.step = j["step"].get<int64_t>();
+      state.samples = j["samples"].get<int64_t>();
+      state.load_extra(j, true);
+      resumed_from = "rank";
+    }
+  }
+  if (!resumed_from.empty() && progress)
+    std::fprintf(stderr, "[train] resumed from %s (step %lld)\n",
+                 resumed_from == "memory" ? "the in-memory snapshot"
+                 : resumed_from == "rank" ? "another rank's state"
+                                          : resumed_from.c_str(),
+                 (long long)state.step);
   if (!mem) snap.save(*be, model.params(), opt.m(), opt.v(), meta_json().dump());
 
-  atomic_write_file(cfg.out_dir + "/config.toml", config_text);
-  MetricsLog metrics(cfg.out_dir + "/metrics.jsonl", state.step);
-  TimingLog timing(cfg.out_dir + "/timing.jsonl");
+  if (is_writer) atomic_write_file(cfg.out_dir + "/config.toml", config_text);
+  MetricsLog metrics(is_writer ? log_dir + "metrics.jsonl" : "", state.step);
+  TimingLog timing(is_writer ? log_dir + "timing.jsonl" : "");
   CheckpointWriter writer(cfg.out_dir, model.layout(), tok_path, cc.keep_last, cc.keep_every,
                           events, faults);
   int64_t on_disk = disk_step;  // newest step known to be saved on disk
 
-  const int B = tc.batch_size, T = tc.seq_len, A = tc.grad_accum;
   const int64_t global_batch = (int64_t)B * A;
   const int64_t end_step =
       opts.stop_after > 0 ? std::min(opts.stop_after, tc.max_steps) : tc.max_steps;
@@ -290,13 +349,17 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     return st;
   };
   auto evaluate = [&]() {
-    double sum = 0;
-    for (int i = 0; i < tc.eval_batches; ++i) {
+    // Batch i on rank i % world; the sum in batch order on every rank.
+    std::vector<double> slots((size_t)tc.eval_batches, 0.0);
+    for (int i = group.rank(); i < tc.eval_batches; i += group.world()) {
       val_loader->fill((int64_t)i * B, inputs.data(), targets.data());
       model.forward(inputs.data(), B, T);
-      sum += model.loss(targets.data(), 0.f, false);
+      slots[(size_t)i] = model.loss(targets.data(), 0.f, false);
       hb.beat();
     }
+    group.sum_slots(slots);
+    double sum = 0;
+    for (double x : slots) sum += x;
     return sum / ((double)tc.eval_batches * B * T);
   };
   // A nonzero element of a device array whose bit `bit` is clear (so flipping it sets the bit),
@@ -326,22 +389,33 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   // wait) is progress; only silence is a hang.
   auto beat = [&] { hb.beat(); };
   auto compute = [&](int64_t n, float dscale, int64_t valid, bool inject, bool replay) {
-    double loss_sum = 0;
-    model.zero_grads();
     if (replay && replay_delay > 0)  // slow_replay: a recomputation that takes longer
       std::this_thread::sleep_for(std::chrono::duration<double>(replay_delay));
-    for (int a = 0; a < A; ++a) {
-      model.forward(inputs.data() + (size_t)a * B * T, B, T);
-      if (inject && a == 0)
-        if (const Fault* f = faults.fire(FaultKind::kBitflipAct, n)) {
-          const size_t nl = (size_t)B * T * cfg.model.vocab_size;
-          float* logits = const_cast<float*>(model.logits());
-          flip_bit(*be, logits, pick(logits, nl, n, f->bit), f->bit);
-        }
-      loss_sum += model.loss(targets.data() + (size_t)a * B * T, dscale, true);
-      model.backward();
-      beat();
+    // This rank's shards of the global batch, then their exact sum over the ranks. A step
+    // whose gradients left the fixed-point window is computed again with refitted scales.
+    reducer.set_exponents(state.grad_exp);
+    for (int attempt = 0;; ++attempt) {
+      reducer.begin();
+      model.zero_grads();
+      for (int k = 0; k < reducer.my_shards(); ++k) {
+        const int a = reducer.first_shard() + k;
+        if (reducer.exact() && k > 0) model.zero_grads();
+        model.forward(inputs.data() + (size_t)a * B * T, B, T);
+        if (inject && a == 0 && attempt == 0)
+          if (const Fault* f = faults.fire(FaultKind::kBitflipAct, n)) {
+            const size_t nl = (size_t)B * T * cfg.model.vocab_size;
+            float* logits = const_cast<float*>(model.logits());
+            flip_bit(*be, logits, pick(logits, nl, n, f->bit), f->bit);
+          }
+        const double l = model.loss(targets.data() + (size_t)a * B * T, dscale, true);
+        model.backward();
+        reducer.add_shard(a, l);
+        beat();
+      }
+      if (reducer.finish()) break;
+      events.emit("grad_scale_refit", {{"step", n}, {"attempt", attempt + 1}});
     }
+    const double loss_sum = reducer.loss_sum();
     if (inject) {
       const float nan = std::numeric_limits<float>::quiet_NaN();
       const float inf = std::numeric_limits<float>::infinity();
@@ -469,6 +543,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     clip_grads(model, gnorm, tc.grad_clip);
     opt.step(lr, n);
     state.guard.accept(loss, gnorm);
+    state.grad_exp = reducer.exponents();
     state.step = n;
     state.samples = s0 + global_batch;
     if (pending_step < 0) consecutive_rollbacks = 0;
@@ -479,7 +554,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     metrics.step(n, loss, lr, gnorm);
     timing.step(n, dt, global_batch * T / dt);
     hb.step(n);
-    if (opts.progress && (tty || n % tc.log_every == 0 || n == end_step)) {
+    if (progress && (tty || n % tc.log_every == 0 || n == end_step)) {
       double eta = (double)(end_step - n) * elapsed / (double)(n - first_step);
       std::fprintf(stderr,
                    "%sstep %lld/%lld | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | ETA %s%s",
@@ -491,7 +566,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       res.last_val_loss = evaluate();
       metrics.eval(n, res.last_val_loss);
       hb.beat();
-      if (opts.progress)
+      if (progress)
         std::fprintf(stderr, "%sstep %lld | val loss %.4f\n", tty ? "\n" : "", (long long)n,
                      res.last_val_loss);
     }
@@ -515,13 +590,13 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     const bool due = (cc.every_steps > 0 && n % cc.every_steps == 0) ||
                      (cc.every_seconds > 0 && since(t_ckpt) >= cc.every_seconds) ||
                      (retry_at > 0 && n >= retry_at);
-    if (due && n < end_step) {
+    if (due && n < end_step && is_writer) {
       retry_at = -1;
       t_ckpt = Clock::now();
       writer.submit(*be, model.params(), opt.m(), opt.v(), to_checkpoint_state(), beat);
     }
   }
-  if (tty && opts.progress) std::fprintf(stderr, "\n");
+  if (tty && progress) std::fprintf(stderr, "\n");
   writer.wait(beat);
   if (!writer.last_failed()) on_disk = std::max(on_disk, writer.last_saved_step());
   res.step = state.step;
@@ -533,7 +608,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
                  (long long)state.step);
     events.emit("stop_requested", {{"step", state.step}});
   }
-  if (state.step > on_disk) {
+  if (state.step > on_disk && is_writer) {
     hb.beat();
     writer.submit(*be, model.params(), opt.m(), opt.v(), to_checkpoint_state(), beat);
     writer.wait(beat);

@@ -1,0 +1,185 @@
+// RankEnv, RankGroup and GradReducer (see data_parallel.h).
+#include "tandem/train/data_parallel.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include "tandem/core/error.h"
+#include "tandem/core/hash.h"
+#include "tandem/dist/gloo/gloo_communicator.h"
+
+namespace tandem {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string env_or(const char* k, const std::string& d) {
+  const char* v = std::getenv(k);
+  return v && *v ? v : d;
+}
+
+// Size and the SHA-256 of the first and last MiB: enough to tell two datasets apart without
+// reading gigabytes at every start.
+std::string file_digest(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return "missing";
+  std::fseek(f, 0, SEEK_END);
+  const long size = std::ftell(f);
+  const long chunk = std::min<long>(size, 1 << 20);
+  std::vector<char> buf((size_t)chunk * 2);
+  std::fseek(f, 0, SEEK_SET);
+  size_t got = std::fread(buf.data(), 1, (size_t)chunk, f);
+  std::fseek(f, size - chunk, SEEK_SET);
+  got += std::fread(buf.data() + chunk, 1, (size_t)chunk, f);
+  std::fclose(f);
+  return std::to_string(size) + ":" + sha256_hex(buf.data(), got).substr(0, 16);
+}
+
+}  // namespace
+
+RankEnv rank_env_from_environment() {
+  RankEnv e;
+  e.rdzv = env_or("TANDEM_DIST_RDZV", "");
+  if (!e.distributed()) return e;
+  e.rank = std::atoi(env_or("TANDEM_DIST_RANK", "0").c_str());
+  e.world = std::atoi(env_or("TANDEM_DIST_WORLD", "1").c_str());
+  e.local_rank = std::atoi(env_or("TANDEM_DIST_LOCAL_RANK", "0").c_str());
+  e.local_world = std::atoi(env_or("TANDEM_DIST_LOCAL_WORLD", "1").c_str());
+  e.host = env_or("TANDEM_DIST_HOST", "127.0.0.1");
+  e.timeout_s = std::atof(env_or("TANDEM_DIST_TIMEOUT_S", "30").c_str());
+  return e;
+}
+
+void export_rank_env(const RankEnv& e) {
+  ::setenv("TANDEM_DIST_RDZV", e.rdzv.c_str(), 1);
+  ::setenv("TANDEM_DIST_RANK", std::to_string(e.rank).c_str(), 1);
+  ::setenv("TANDEM_DIST_WORLD", std::to_string(e.world).c_str(), 1);
+  ::setenv("TANDEM_DIST_LOCAL_RANK", std::to_string(e.local_rank).c_str(), 1);
+  ::setenv("TANDEM_DIST_LOCAL_WORLD", std::to_string(e.local_world).c_str(), 1);
+  ::setenv("TANDEM_DIST_HOST", e.host.c_str(), 1);
+  ::setenv("TANDEM_DIST_TIMEOUT_S", std::to_string(e.timeout_s).c_str(), 1);
+}
+
+Fingerprint run_fingerprint(const RunConfig& cfg, const std::string& tokenizer_sha256) {
+  RunConfig c = cfg;
+  c.out_dir.clear();  // machines may keep runs and data in different places
+  c.data_dir.clear();
+  c.train.threads = 0;
+  Fingerprint fp;
+  const std::string toml = run_config_toml(c);
+  fp.fields["config"] = sha256_hex(toml.data(), toml.size()).substr(0, 16);
+  fp.fields["tokenizer"] = tokenizer_sha256.substr(0, 16);
+  fp.fields["training data"] = file_digest(cfg.data_dir + "/train.bin");
+  fp.fields["validation data"] = file_digest(cfg.data_dir + "/val.bin");
+  fp.fields["tandem binary"] = sha256_file("/proc/self/exe").substr(0, 16);
+  return fp;
+}
+
+RankGroup::RankGroup(const RankEnv& env, const Fingerprint& fp) {
+  const auto timeout = std::chrono::milliseconds((int64_t)(env.timeout_s * 1000));
+  rdzv_ = std::make_shared<RendezvousClient>(env.rdzv);
+  // Joining waits for every rank to start: a longer deadline than one collective's.
+  GroupInfo g = rdzv_->join(env.rank, fp, std::max(timeout, std::chrono::milliseconds(600000)));
+  generation_ = g.generation;
+  comm_ = make_gloo_communicator(rdzv_, "g" + std::to_string(g.generation) + "/", g.rank,
+                                 g.world, env.host, timeout);
+}
+
+std::string RankGroup::describe() const {
+  if (!comm_) return "1 rank";
+  return "rank " + std::to_string(rank()) + " of " + std::to_string(world()) + ", " +
+         comm_->engine();
+}
+
+void RankGroup::sum_slots(std::vector<double>& v) const {
+  if (comm_) comm_->all_reduce(v.data(), v.size(), CommType::kF64, CommOp::kSum);
+}
+
+int64_t RankGroup::share_state(int64_t step, const std::vector<float*>& tensors, size_t n,
+                               std::string& meta) const {
+  if (!comm_) return step;
+  std::vector<int64_t> steps((size_t)world());
+  comm_->all_gather(&step, steps.data(), 1, CommType::kI64);
+  const int src = (int)(std::max_element(steps.begin(), steps.end()) - steps.begin());
+  if (steps[(size_t)src] < 0) return -1;  // nobody has state: all start from the seed
+  for (float* t : tensors) comm_->broadcast(t, n, CommType::kF32, src);
+  int64_t len = (int64_t)meta.size();
+  comm_->broadcast(&len, 1, CommType::kI64, src);
+  std::vector<int64_t> packed(((size_t)len + 7) / 8, 0);
+  std::memcpy(packed.data(), meta.data(), rank() == src ? (size_t)len : 0);
+  comm_->broadcast(packed.data(), packed.size(), CommType::kI64, src);
+  meta.assign(reinterpret_cast<const char*>(packed.data()), (size_t)len);
+  return steps[(size_t)src];
+}
+
+namespace {
+std::vector<std::pair<size_t, size_t>> segments_of(const ParamLayout& l) {
+  std::vector<std::pair<size_t, size_t>> s;
+  for (const TensorInfo& t : l.tensors) s.emplace_back(t.offset, t.numel);
+  return s;
+}
+}  // namespace
+
+GradReducer::GradReducer(Llama& model, int shards, const RankGroup& group)
+    : model_(model), group_(group), shards_(shards), sum_(segments_of(model.layout()), shards) {
+  if (shards % group.world() != 0)
+    fail("[dist] train.grad_accum = " + std::to_string(shards) + " micro-batches cannot be split over " +
+         std::to_string(group.world()) + " ranks: use a number of ranks that divides it");
+  count_ = shards / group.world();
+  first_ = group.rank() * count_;
+}
+
+void GradReducer::begin() {
+  loss_ = 0;
+  slots_.assign((size_t)shards_ + (size_t)group_.world() * sum_.exponents().size(), 0.0);
+  if (exact()) sum_.begin();
+}
+
+void GradReducer::add_shard(int shard, double loss_sum) {
+  slots_[(size_t)shard] = loss_sum;
+  if (!exact()) return;
+  const size_t P = model_.num_params();
+  const float* g = model_.grads();
+  if (model_.backend().name() != "cpu") {
+    host_.resize(P);
+    model_.backend().to_host(host_.data(), model_.grads(), P * sizeof(float));
+    g = host_.data();
+  }
+  sum_.add(g);
+}
+
+bool GradReducer::finish() {
+  const size_t nseg = sum_.exponents().size();
+  if (exact()) {
+    const auto& m = sum_.local_max();
+    std::copy(m.begin(), m.end(), slots_.begin() + shards_ + (ptrdiff_t)(group_.rank() * nseg));
+  }
+  const auto t0 = Clock::now();
+  group_.sum_slots(slots_);
+  if (exact() && group_.comm())
+    group_.comm()->all_reduce(sum_.accumulator(), sum_.size(), CommType::kI64, CommOp::kSum);
+  comm_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
+  loss_ = 0;
+  for (int s = 0; s < shards_; ++s) loss_ += slots_[(size_t)s];  // in shard order
+  if (!exact()) return true;
+  std::vector<double> gmax(nseg, 0.0);
+  for (int r = 0; r < group_.world(); ++r)
+    for (size_t s = 0; s < nseg; ++s)
+      gmax[s] = std::max(gmax[s], slots_[(size_t)shards_ + (size_t)r * nseg + s]);
+  if (!sum_.accept(gmax)) return false;
+  const size_t P = model_.num_params();
+  if (model_.backend().name() != "cpu") {
+    host_.resize(P);
+    sum_.finish(host_.data(), gmax);
+    model_.backend().to_device(model_.grads(), host_.data(), P * sizeof(float));
+  } else {
+    sum_.finish(model_.grads(), gmax);
+  }
+  return true;
+}
+
+}  // namespace tandem

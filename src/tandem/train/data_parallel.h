@@ -1,0 +1,91 @@
+// Data parallelism for one training process: its place in the group (set by the supervisor
+// in the environment), the group's formation at the rendezvous, the step's exact gradient
+// reduction over the global batch's shards, and the state every rank starts a group from.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tandem/dist/communicator.h"
+#include "tandem/dist/exact_sum.h"
+#include "tandem/dist/rendezvous.h"
+#include "tandem/model/llama.h"
+#include "tandem/train/config.h"
+
+namespace tandem {
+
+struct RankEnv {
+  int rank = 0, world = 1;              // the rank's place (its order at the rendezvous)
+  int local_rank = 0, local_world = 1;  // on this machine (threads split the cores)
+  std::string rdzv;                     // HOST:PORT of the rendezvous server; "" = one rank
+  std::string host = "127.0.0.1";       // the address this rank's engine listens on
+  double timeout_s = 30;                // deadline of every collective
+  bool distributed() const { return !rdzv.empty(); }
+};
+RankEnv rank_env_from_environment();   // TANDEM_DIST_* (set by the supervisor)
+void export_rank_env(const RankEnv& e);  // sets TANDEM_DIST_* for a child process
+
+// What ranks must share: the config (without paths), the tokenizer and data, the binary.
+Fingerprint run_fingerprint(const RunConfig& cfg, const std::string& tokenizer_sha256);
+
+// The formed group of a distributed run, or a group of one.
+class RankGroup {
+ public:
+  RankGroup() = default;
+  // Joins at the rendezvous and connects the engine (Gloo).
+  RankGroup(const RankEnv& env, const Fingerprint& fp);
+  int rank() const { return comm_ ? comm_->rank() : 0; }
+  int world() const { return comm_ ? comm_->size() : 1; }
+  bool writer() const { return rank() == 0; }
+  Communicator* comm() const { return comm_.get(); }
+  int64_t generation() const { return generation_; }
+  std::string describe() const;
+  // Sums slot vectors in which each slot was filled by exactly one rank (the others hold
+  // zero): exact whatever the engine's order.
+  void sum_slots(std::vector<double>& v) const;
+  // Every rank ends with the state of the rank whose state is newest (a rank's `step` is -1
+  // when it has none); returns that step. Tensors are host arrays of n floats each.
+  int64_t share_state(int64_t step, const std::vector<float*>& tensors, size_t n,
+                      std::string& meta) const;
+
+ private:
+  std::shared_ptr<RendezvousClient> rdzv_;
+  std::unique_ptr<Communicator> comm_;
+  int64_t generation_ = 0;
+};
+
+// The step's gradient over `shards` micro-batches, of which this rank computes a contiguous
+// block. With one shard there is nothing to sum (the backward's own accumulation is exact);
+// with more, shard gradients are summed in fixed point (ExactGradSum), so the step's bits are
+// the same at any world size.
+class GradReducer {
+ public:
+  GradReducer(Llama& model, int shards, const RankGroup& group);
+  int first_shard() const { return first_; }
+  int my_shards() const { return count_; }
+  bool exact() const { return shards_ > 1; }
+
+  void begin();
+  // After the backward of global shard `shard` (its gradient alone in model.grads()).
+  void add_shard(int shard, double loss_sum);
+  // Sums over ranks into model.grads(). False: a tensor's gradient left the fixed-point
+  // window; the exponents were refitted and the step must be computed again.
+  bool finish();
+  double loss_sum() const { return loss_; }  // the step's summed loss, over every shard
+
+  const std::vector<int>& exponents() const { return sum_.exponents(); }
+  void set_exponents(const std::vector<int>& e) { sum_.set_exponents(e); }
+  double comm_seconds() const { return comm_s_; }  // time spent in collectives (total)
+
+ private:
+  Llama& model_;
+  const RankGroup& group_;
+  int shards_, first_, count_;
+  ExactGradSum sum_;
+  std::vector<double> slots_;  // shard losses, then each rank's per-tensor maxima
+  std::vector<float> host_;    // the gradient on the host, for a device backend
+  double loss_ = 0, comm_s_ = 0;
+};
+
+}  // namespace tandem
