@@ -51,6 +51,7 @@ RankEnv rank_env_from_environment() {
   e.local_world = std::atoi(env_or("TANDEM_DIST_LOCAL_WORLD", "1").c_str());
   e.host = env_or("TANDEM_DIST_HOST", "127.0.0.1");
   e.timeout_s = std::atof(env_or("TANDEM_DIST_TIMEOUT_S", "30").c_str());
+  e.join_timeout_s = std::atof(env_or("TANDEM_DIST_JOIN_TIMEOUT_S", "480").c_str());
   return e;
 }
 
@@ -62,6 +63,7 @@ void export_rank_env(const RankEnv& e) {
   ::setenv("TANDEM_DIST_LOCAL_WORLD", std::to_string(e.local_world).c_str(), 1);
   ::setenv("TANDEM_DIST_HOST", e.host.c_str(), 1);
   ::setenv("TANDEM_DIST_TIMEOUT_S", std::to_string(e.timeout_s).c_str(), 1);
+  ::setenv("TANDEM_DIST_JOIN_TIMEOUT_S", std::to_string(e.join_timeout_s).c_str(), 1);
 }
 
 Fingerprint run_fingerprint(const RunConfig& cfg, const std::string& tokenizer_sha256) {
@@ -83,7 +85,8 @@ RankGroup::RankGroup(const RankEnv& env, const Fingerprint& fp) {
   const auto timeout = std::chrono::milliseconds((int64_t)(env.timeout_s * 1000));
   rdzv_ = std::make_shared<RendezvousClient>(env.rdzv);
   // Joining waits for every rank to start: a longer deadline than one collective's.
-  GroupInfo g = rdzv_->join(env.rank, fp, std::max(timeout, std::chrono::milliseconds(600000)));
+  GroupInfo g = rdzv_->join(env.rank, fp,
+                            std::chrono::milliseconds((int64_t)(env.join_timeout_s * 1000)));
   generation_ = g.generation;
   comm_ = make_gloo_communicator(rdzv_, "g" + std::to_string(g.generation) + "/", g.rank,
                                  g.world, env.host, timeout);

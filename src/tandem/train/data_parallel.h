@@ -21,6 +21,7 @@ struct RankEnv {
   std::string rdzv;                     // HOST:PORT of the rendezvous server; "" = one rank
   std::string host = "127.0.0.1";       // the address this rank's engine listens on
   double timeout_s = 30;                // deadline of every collective
+  double join_timeout_s = 480;          // for every rank to reach the rendezvous
   bool distributed() const { return !rdzv.empty(); }
 };
 RankEnv rank_env_from_environment();   // TANDEM_DIST_* (set by the supervisor)

@@ -193,6 +193,8 @@ int run_supervised(const RunConfig& cfg, std::vector<std::string> argv, bool res
           re.rdzv = rdzv_addr;
           re.host = engine_host;
           re.timeout_s = sc.collective_timeout_s;
+          // Within the supervisor's own startup limit, so the rank's error is what is seen.
+          re.join_timeout_s = 0.8 * sc.startup_timeout_s;
           export_rank_env(re);
         }
         if (lock) lock->share_with_child();

@@ -192,6 +192,12 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   AdamW opt(model, tc.beta1, tc.beta2, tc.eps, tc.weight_decay);
   const size_t P = model.num_params();
 
+  // The group forms once every rank has started, before anything is written (each with the same config, data and binary).
+  RankGroup group = renv.distributed() ? RankGroup(renv, run_fingerprint(cfg, tok.sha256()))
+                                       : RankGroup();
+  if (progress && renv.distributed())
+    std::fprintf(stderr, "[dist] %d ranks (%s)\n", group.world(), group.describe().c_str());
+
   // ---- the run directory and its logs exist from here on ----
   if (is_writer) {
     make_dirs(cfg.out_dir);
@@ -202,11 +208,6 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   Heartbeat hb;
   faults.bind(cfg.out_dir, &events,
               is_writer ? "faults.fired" : "faults.rank-" + std::to_string(renv.rank) + ".fired");
-  // The group forms once every rank has started (each with the same config, data and binary).
-  RankGroup group = renv.distributed() ? RankGroup(renv, run_fingerprint(cfg, tok.sha256()))
-                                       : RankGroup();
-  if (progress && renv.distributed())
-    std::fprintf(stderr, "[dist] %d ranks (%s)\n", group.world(), group.describe().c_str());
   events.emit("train_start", {{"resume", opts.resume},
                               {"supervised", hb.active()},
                               {"backend", hardware},

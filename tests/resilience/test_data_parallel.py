@@ -1,0 +1,220 @@
+"""Data-parallel training through the real binary, ranks on loopback: the same bits with 1, 2,
+3 and 4 ranks, a checkpoint of 4 ranks resumed on 2 and on 1, killed ranks (rank 0 included)
+restarted with nothing lost, and one clear error for each bad start.
+Run: /usr/bin/python3 tests/resilience/test_data_parallel.py [-k NAME] (TANDEM_BIN: the binary).
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+WORK = DATA = CFG = None
+STEPS = 60
+REF = {}
+
+
+def setUpModule():
+    global WORK, DATA, CFG
+    WORK = tempfile.mkdtemp(prefix="tandem-dp-")
+    DATA = h.prepare_dataset(WORK)
+    # A global batch of 12 micro-batches of 2 sequences: it splits over 1, 2, 3, 4 ranks.
+    CFG = config("dp")
+
+
+def tearDownModule():
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+def config(name, **extra):
+    sections = {
+        "train": {"max_steps": STEPS, "batch_size": 2, "grad_accum": 12, "seq_len": 64,
+                  "eval_every": 30, "eval_batches": 3, "log_every": 10},
+        "checkpoint": {"every_steps": 10, "every_seconds": 0, "keep_last": 0},
+        "supervisor": {"backoff_s": 0.05},
+    }
+    for table, keys in extra.items():
+        sections.setdefault(table, {}).update(keys)
+    return h.write_config(os.path.join(WORK, name + ".toml"), DATA, **sections)
+
+
+def train(out, *extra, cfg=None, check=True, env=None):
+    return h.run(["train", cfg or CFG, "--out-dir", out, "--threads", "1"] + list(extra),
+                 check=check, env=env)
+
+
+def reference():
+    if "one" not in REF:
+        d = os.path.join(WORK, "ref")
+        train(d, "--no-supervise")
+        REF["one"] = h.final_state(d, STEPS)
+    return REF["one"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SameBits(unittest.TestCase):
+    def test_one_to_four_ranks_end_with_the_same_bits(self):
+        want = reference()
+        for n in (1, 2, 3, 4):
+            d = os.path.join(WORK, f"ranks{n}")
+            train(d, "--nproc", str(n))
+            self.assertEqual(h.final_state(d, STEPS), want, f"{n} ranks")
+            ev = h.events(d)
+            starts = [e for e in ev if e["event"] == "train_start"]
+            self.assertEqual(starts[-1]["ranks"], n)
+            self.assertEqual(len([e for e in ev if e["event"] == "worker_start"]), n)
+            self.assertEqual(h.temporaries(d), [])
+
+    def test_a_checkpoint_of_four_ranks_resumes_on_two_and_on_one(self):
+        want = reference()
+        d = os.path.join(WORK, "shrink")
+        train(d, "--nproc", "4", "--stop-after", "20")
+        train(d, "--nproc", "2", "--resume", "--stop-after", "40")
+        train(d, "--resume")
+        self.assertEqual(h.final_state(d, STEPS), want)
+        # The checkpoint is an ordinary one: generate reads it.
+        p = h.run(["generate", "--checkpoint", d, "--prompt", "In the", "--max-tokens", "4"])
+        self.assertTrue(p.stdout.strip())
+
+
+class KilledRanks(unittest.TestCase):
+    def test_killed_ranks_are_restarted_and_the_run_ends_the_same(self):
+        want = reference()
+        d = os.path.join(WORK, "killed")
+        proc = h.start(["train", CFG, "--out-dir", d, "--threads", "1", "--nproc", "3"])
+        killed = []
+        for rank, after_step in ((1, 10), (0, 30)):
+            # Wait for a committed step past `after_step`, then kill that rank's process.
+            deadline = time.time() + 600
+            while True:
+                steps = [e for e in h.events(d) if e["event"] == "checkpoint_saved"]
+                if steps and steps[-1]["step"] >= after_step:
+                    break
+                self.assertIsNone(proc.poll(), proc.stderr.read()[-2000:] if proc.poll() is not None else "")
+                self.assertLess(time.time(), deadline)
+                time.sleep(0.01)
+            started = {}
+            for e in h.events(d):
+                if e["event"] == "worker_start":
+                    started[e["rank"]] = e["worker_pid"]
+            os.kill(started[rank], signal.SIGKILL)
+            killed.append(started[rank])
+        rc = proc.wait(timeout=900)
+        err = proc.stderr.read()
+        proc.stderr.close()
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertEqual(h.final_state(d, STEPS), want)
+        ev = h.events(d)
+        exits = {e["worker_pid"]: e for e in ev if e["event"] == "worker_exit"}
+        for pid in killed:
+            self.assertEqual(exits[pid].get("signal"), signal.SIGKILL)
+        self.assertGreaterEqual(len([e for e in ev if e["event"] == "restart"]), 2)
+
+
+class BadStarts(unittest.TestCase):
+    def two_nodes(self, cfg0, cfg1, data1=None, bin1=None):
+        """Node 0 and node 1 of a 2-machine job on this machine; returns both results."""
+        port = free_port()
+        args = lambda cfg, rank, out: ["train", cfg, "--out-dir", out, "--threads", "1",
+                                       "--nnodes", "2", "--node-rank", str(rank),
+                                       "--rdzv", f"127.0.0.1:{port}"]
+        d0, d1 = os.path.join(WORK, f"bad0-{port}"), os.path.join(WORK, f"bad1-{port}")
+        p0 = h.start(args(cfg0, 0, d0))
+        e1 = dict(os.environ)
+        cmd1 = args(cfg1, 1, d1) + (["--data-dir", data1] if data1 else [])
+        p1 = subprocess.run([bin1 or h.tandem_bin()] + cmd1, capture_output=True, text=True,
+                            env=e1, timeout=600)
+        try:
+            rc0 = p0.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(p0.pid, signal.SIGKILL)
+            p0.wait()
+            raise AssertionError("node 0 kept waiting: " + p1.stderr[-2000:])
+        err0 = p0.stderr.read()
+        p0.stderr.close()
+        self.assertFalse(os.path.exists(d0), os.listdir(d0) if os.path.exists(d0) else "")
+        return (rc0, err0), (p1.returncode, p1.stderr)
+
+    def check_refused(self, results, words):
+        for rc, err in results:
+            self.assertNotEqual(rc, 0)
+            self.assertIn("refused at rendezvous", err)
+            for w in words:
+                self.assertIn(w, err)
+
+    def test_a_different_config_is_refused(self):
+        other = config("other", train={"lr": 2e-3})
+        self.check_refused(self.two_nodes(CFG, other), ["different config"])
+
+    def test_different_data_is_refused(self):
+        data2 = os.path.join(WORK, "data2")
+        if not os.path.exists(data2):  # another corpus: another tokenizer and other shards
+            corpus = os.path.join(WORK, "corpus2.txt")
+            h.make_corpus(corpus, seed=8)
+            h.run(["data", "prepare", "-i", corpus, "-o", data2, "--vocab-size", "4096"])
+        self.check_refused(self.two_nodes(CFG, CFG, data1=data2), ["different tokenizer"])
+
+    def test_a_different_binary_is_refused(self):
+        other = os.path.join(WORK, "tandem-other")
+        shutil.copy(h.tandem_bin(), other)
+        with open(other, "ab") as f:
+            f.write(b"another build")
+        self.check_refused(self.two_nodes(CFG, CFG, bin1=other), ["different tandem binary"])
+
+    def test_a_port_in_use_is_named(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            port = s.getsockname()[1]
+            d = os.path.join(WORK, "portinuse")
+            p = train(d, "--nnodes", "2", "--node-rank", "0", "--rdzv", f"127.0.0.1:{port}",
+                      check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(f":{port}: the port is in use", p.stderr)
+        self.assertEqual(p.stderr.count("error:"), 1, p.stderr)
+        self.assertFalse(os.path.exists(d))
+
+    def test_an_unreachable_rendezvous_is_named(self):
+        cfg = config("unreach", supervisor={"startup_timeout_s": 5.0})
+        port = free_port()  # nothing listens there
+        d = os.path.join(WORK, "unreach")
+        p = train(d, "--nnodes", "2", "--node-rank", "1", "--rdzv", f"127.0.0.1:{port}",
+                  cfg=cfg, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(f"cannot reach the rendezvous server at 127.0.0.1:{port}", p.stderr)
+        p = train(d, "--nnodes", "2", "--node-rank", "1", "--rdzv", "no-such-host.invalid:29500",
+                  cfg=cfg, check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("no-such-host.invalid", p.stderr)
+        self.assertFalse(os.path.exists(d))
+
+    def test_a_world_that_cannot_split_the_batch_is_refused(self):
+        d = os.path.join(WORK, "split")
+        p = train(d, "--nproc", "5", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("grad_accum = 12", p.stderr)
+        self.assertIn("5 ranks", p.stderr)
+        self.assertEqual(p.stderr.count("error:"), 1, p.stderr)
+        self.assertFalse(os.path.exists(d))
+        p = train(d, "--nproc", "2", "--no-supervise", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("need the supervisor", p.stderr)
+        p = train(d, check=False, env={"RANK": "3", "WORLD_SIZE": "2"})
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("outside 0..1", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=[sys.argv[0]] + sys.argv[1:], verbosity=2)
