@@ -134,6 +134,7 @@ GradReducer::GradReducer(Llama& model, int shards, const RankGroup& group)
          std::to_string(group.world()) + " ranks: use a number of ranks that divides it");
   count_ = shards / group.world();
   first_ = group.rank() * count_;
+  plain_ = env_or("TANDEM_DIST_PLAIN_SUM", "") == "1";
 }
 
 void GradReducer::begin() {
@@ -165,6 +166,17 @@ bool GradReducer::finish() {
   group_.sum_slots(slots_);
   if (exact() && group_.comm())
     group_.comm()->all_reduce(sum_.accumulator(), sum_.size(), CommType::kI64, CommOp::kSum);
+  if (plain_ && group_.comm()) {
+    const size_t P = model_.num_params();
+    float* g = model_.grads();
+    if (model_.backend().name() != "cpu") {
+      host_.resize(P);
+      model_.backend().to_host(host_.data(), g, P * sizeof(float));
+      g = host_.data();
+    }
+    group_.comm()->all_reduce(g, P, CommType::kF32, CommOp::kSum);
+    if (g != model_.grads()) model_.backend().to_device(model_.grads(), g, P * sizeof(float));
+  }
   comm_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
   loss_ = 0;
   for (int s = 0; s < shards_; ++s) loss_ += slots_[(size_t)s];  // in shard order

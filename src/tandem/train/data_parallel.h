@@ -65,7 +65,10 @@ class GradReducer {
   GradReducer(Llama& model, int shards, const RankGroup& group);
   int first_shard() const { return first_; }
   int my_shards() const { return count_; }
-  bool exact() const { return shards_ > 1; }
+  bool exact() const { return shards_ > 1 && !plain_; }
+  // Benchmarks only (TANDEM_DIST_PLAIN_SUM=1): a float all-reduce in the engine's order, to
+  // measure what the exact sum costs; its bits depend on the world size.
+  bool plain() const { return plain_; }
 
   void begin();
   // After the backward of global shard `shard` (its gradient alone in model.grads()).
@@ -87,6 +90,7 @@ class GradReducer {
   std::vector<double> slots_;  // shard losses, then each rank's per-tensor maxima
   std::vector<float> host_;    // the gradient on the host, for a device backend
   double loss_ = 0, comm_s_ = 0;
+  bool plain_ = false;
 };
 
 }  // namespace tandem

@@ -622,8 +622,12 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
                           : latest ? *latest
                                    : "";
   }
-  events.emit("train_end",
-              {{"step", state.step}, {"stopped", (bool)g_stop}, {"supervised", hb.active()}});
+  events.emit("train_end", {{"step", state.step},
+                            {"stopped", (bool)g_stop},
+                            {"supervised", hb.active()},
+                            {"ranks", group.world()},
+                            {"comm_s", reducer.comm_seconds()},
+                            {"train_s", since(t_start)}});
   return res;
 }
 
