@@ -123,6 +123,46 @@ class KilledRanks(unittest.TestCase):
         self.assertGreaterEqual(len([e for e in ev if e["event"] == "restart"]), 2)
 
 
+class RankFaults(unittest.TestCase):
+    """Faults injected into one rank (rankR:KIND@WHEN)."""
+
+    def test_a_crash_or_a_hang_of_one_rank_is_detected_and_the_run_ends_the_same(self):
+        want = reference()
+        cfg = config("rankfaults", supervisor={"collective_timeout_s": 3.0, "hang_min_s": 600.0})
+        d = os.path.join(WORK, "rankfaults")
+        # Rank 2 dies at step 15; rank 1 hangs at step 35: the others' collective deadline (3 s)
+        # finds it, long before the supervisor's own hang limit (10 min).
+        train(d, "--nproc", "3", "--inject", "rank2:crash@15,rank1:hang@35", cfg=cfg)
+        self.assertEqual(h.final_state(d, STEPS), want)
+        ev = h.events(d)
+        injected = [e for e in ev if e["event"] == "fault_injected"]
+        self.assertEqual(sorted(e["fault"] for e in injected), ["rank1:hang@35", "rank2:crash@15"])
+        # The crash: the supervisor sees rank 2 die and restarts the group.
+        crashed = [e for e in ev if e["event"] == "worker_exit" and e.get("rank") == 2 and
+                   e.get("signal") == signal.SIGKILL]
+        self.assertGreaterEqual(len(crashed), 1)
+        # The hang: the other ranks' collective of step 35 times out.
+        failed = [e for e in ev if e["event"] == "collective_failed" and e["step"] == 35]
+        self.assertTrue(failed, [e for e in ev if e["event"] == "collective_failed"])
+        self.assertTrue(all(e["kind"] == "timeout" and e["rank"] in (0, 2) for e in failed), failed)
+        # Detection time: from the hang to the first failed collective: the 3 s deadline.
+        t_hang = next(e["t"] for e in injected if e["fault"] == "rank1:hang@35")
+        first = min(e["t"] for e in failed)
+        self.assertGreaterEqual(first - t_hang, 2.5)
+        self.assertLess(first - t_hang, 3.0 + 60)  # the deadline, plus a slow machine
+
+    def test_a_rank_whose_parameters_diverge_is_named_and_stops_the_run(self):
+        cfg = config("diverge", guard={"fingerprint_every": 10})
+        d = os.path.join(WORK, "diverge")
+        p = train(d, "--nproc", "3", "--inject", "rank1:bitflip_param@25", cfg=cfg, check=False)
+        self.assertEqual(p.returncode, 3, p.stderr[-2000:])
+        ev = [e for e in h.events(d) if e["event"] == "rank_diverged"]
+        self.assertEqual(len(ev), 1)
+        self.assertEqual((ev[0]["step"], ev[0]["ranks"]), (30, [1]))
+        self.assertIn("rank 1 diverged", p.stderr)
+        self.assertIn("step 20", p.stderr)
+
+
 class BadStarts(unittest.TestCase):
     def two_nodes(self, cfg0, cfg1, data1=None, bin1=None):
         """Node 0 and node 1 of a 2-machine job on this machine; returns both results."""

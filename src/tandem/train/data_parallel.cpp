@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "tandem/core/error.h"
 #include "tandem/core/hash.h"
@@ -119,6 +120,26 @@ int64_t RankGroup::share_state(int64_t step, const std::vector<float*>& tensors,
   return steps[(size_t)src];
 }
 
+std::vector<int> RankGroup::diverged(const std::string& fingerprint) const {
+  if (!comm_) return {};
+  // 64 bytes of each rank's fingerprint, gathered as integers.
+  std::vector<int64_t> mine(8, 0), all((size_t)world() * 8);
+  std::memcpy(mine.data(), fingerprint.data(), std::min<size_t>(64, fingerprint.size()));
+  comm_->all_gather(mine.data(), all.data(), 8, CommType::kI64);
+  auto of = [&](int r) { return std::vector<int64_t>(all.begin() + r * 8, all.begin() + r * 8 + 8); };
+  int best = 0, best_count = 0;
+  for (int r = 0; r < world(); ++r) {
+    int c = 0;
+    for (int q = 0; q < world(); ++q) c += of(q) == of(r);
+    if (c > best_count) best = r, best_count = c;
+  }
+  std::vector<int> odd;
+  const bool majority = 2 * best_count > world();
+  for (int r = 0; r < world(); ++r)
+    if (!majority ? best_count < world() : of(r) != of(best)) odd.push_back(r);
+  return odd;
+}
+
 namespace {
 std::vector<std::pair<size_t, size_t>> segments_of(const ParamLayout& l) {
   std::vector<std::pair<size_t, size_t>> s;
@@ -163,6 +184,8 @@ bool GradReducer::finish() {
     std::copy(m.begin(), m.end(), slots_.begin() + shards_ + (ptrdiff_t)(group_.rank() * nseg));
   }
   const auto t0 = Clock::now();
+  if (delay_s_ > 0 && group_.comm())
+    std::this_thread::sleep_for(std::chrono::duration<double>(delay_s_));
   group_.sum_slots(slots_);
   if (exact() && group_.comm())
     group_.comm()->all_reduce(sum_.accumulator(), sum_.size(), CommType::kI64, CommOp::kSum);

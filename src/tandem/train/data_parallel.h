@@ -49,6 +49,9 @@ class RankGroup {
   // when it has none); returns that step. Tensors are host arrays of n floats each.
   int64_t share_state(int64_t step, const std::vector<float*>& tensors, size_t n,
                       std::string& meta) const;
+  // The ranks whose `fingerprint` differs from the one most ranks have (empty: all agree; with
+  // two ranks that differ, both).
+  std::vector<int> diverged(const std::string& fingerprint) const;
 
  private:
   std::shared_ptr<RendezvousClient> rdzv_;
@@ -81,6 +84,7 @@ class GradReducer {
   const std::vector<int>& exponents() const { return sum_.exponents(); }
   void set_exponents(const std::vector<int>& e) { sum_.set_exponents(e); }
   double comm_seconds() const { return comm_s_; }  // time spent in collectives (total)
+  void set_comm_delay(double s) { delay_s_ = s; }   // fault injection: a slow link
 
  private:
   Llama& model_;
@@ -91,6 +95,7 @@ class GradReducer {
   std::vector<float> host_;    // the gradient on the host, for a device backend
   double loss_ = 0, comm_s_ = 0;
   bool plain_ = false;
+  double delay_s_ = 0;
 };
 
 }  // namespace tandem

@@ -38,6 +38,8 @@ void EventLog::emit(const std::string& kind, nlohmann::ordered_json fields) {
   j["pid"] = fields.contains("pid") ? fields["pid"] : nlohmann::ordered_json((int64_t)::getpid());
   for (auto it = fields.begin(); it != fields.end(); ++it)
     if (it.key() != "t" && it.key() != "pid") j[it.key()] = it.value();
+  for (auto it = tags_.begin(); it != tags_.end(); ++it)
+    if (!j.contains(it.key())) j[it.key()] = it.value();
   std::string line = j.dump() + "\n";
   std::lock_guard<std::mutex> lock(mu_);
   // A short write on a local file only happens when the disk is full; the event is lost then,

@@ -22,9 +22,12 @@ class EventLog {
   // Appends {"t": unix seconds, "event": kind, "pid": ..., ...fields}; fields may set "t" and
   // "pid" themselves (events recorded before the log could be opened). Thread-safe.
   void emit(const std::string& kind, nlohmann::ordered_json fields = nlohmann::ordered_json::object());
+  // A field added to every later record (e.g. the data-parallel rank that writes it).
+  void tag(const std::string& key, nlohmann::ordered_json value) { tags_[key] = std::move(value); }
 
  private:
   int fd_ = -1;
+  nlohmann::ordered_json tags_ = nlohmann::ordered_json::object();
   std::mutex mu_;
 };
 

@@ -39,6 +39,7 @@ const std::map<std::string, FaultKind>& kinds() {
       {"enospc", FaultKind::kEnospc},
       {"erofs", FaultKind::kErofs},
       {"slow_replay", FaultKind::kSlowReplay},
+      {"slow_comm", FaultKind::kSlowComm},
   };
   return k;
 }
@@ -73,15 +74,26 @@ FaultPlan FaultPlan::parse(const std::string& spec) {
     auto bad = [&](const std::string& why) {
       fail("[faults] '" + item + "': " + why + " (see docs/resilience.md)");
     };
-    const size_t at = item.find('@');
+    int rank = -1;
+    std::string body = item;
+    if (item.rfind("rank", 0) == 0) {
+      const size_t colon = item.find(':');
+      int64_t r = -1;
+      if (colon == std::string::npos || !parse_int(item.substr(4, colon - 4), r))
+        bad("expected rankR:KIND@WHEN");
+      rank = (int)r;
+      body = item.substr(colon + 1);
+    }
+    const size_t at = body.find('@');
     if (at == std::string::npos) bad("expected KIND@WHEN");
-    const std::string name = item.substr(0, at);
-    std::string when = item.substr(at + 1);
+    const std::string name = body.substr(0, at);
+    std::string when = body.substr(at + 1);
     auto it = kinds().find(name);
     if (it == kinds().end()) bad("unknown fault kind '" + name + "'");
     Fault f;
     f.spec = item;
     f.kind = it->second;
+    f.rank = rank;
     if (is_bitflip(f.kind)) {
       const size_t colon = when.find(':');
       if (colon != std::string::npos) {
@@ -91,7 +103,10 @@ FaultPlan FaultPlan::parse(const std::string& spec) {
         when = when.substr(0, colon);
       }
     }
-    if (f.kind == FaultKind::kSlowReplay) {
+    if (f.kind == FaultKind::kSlowComm) {
+      if (!parse_seconds(when, f.seconds)) bad("expected slow_comm@SECONDSs");
+      f.every = true;
+    } else if (f.kind == FaultKind::kSlowReplay) {
       if (!parse_seconds(when, f.seconds)) bad("expected slow_replay@SECONDSs");
       f.every = true;  // acts on every replay, in every process
     } else if (f.kind == FaultKind::kCrash && when == "resume") {
@@ -110,6 +125,20 @@ FaultPlan FaultPlan::parse(const std::string& spec) {
     plan.faults_.push_back(f);
   }
   return plan;
+}
+
+void FaultPlan::set_rank(int rank) {
+  std::vector<Fault> kept;
+  for (const Fault& f : faults_)
+    if (f.rank < 0 || f.rank == rank) kept.push_back(f);
+  faults_ = kept;
+}
+
+double FaultPlan::comm_delay() const {
+  double d = 0;
+  for (const Fault& f : faults_)
+    if (f.kind == FaultKind::kSlowComm) d += f.seconds;
+  return d;
 }
 
 FaultPlan FaultPlan::from_env() {

@@ -34,6 +34,7 @@ enum class FaultKind {
   kEnospc,        // the disk is full during that checkpoint's write
   kErofs,         // the directory is read-only during that checkpoint's write
   kSlowReplay,    // every recomputation of a step (rollback replay, replay check) takes T s more
+  kSlowComm,      // data parallel: every collective of the rank starts T s late (a slow link)
 };
 
 struct Fault {
@@ -44,6 +45,7 @@ struct Fault {
   bool every = false;    // crash@every:T
   bool random = false;   // crash@random:T
   int bit = 30;          // bit flips: which bit of the float32
+  int rank = -1;         // data parallel: "rankR:KIND@WHEN" acts on rank R only (-1: every rank)
 };
 
 class FaultPlan {
@@ -53,6 +55,10 @@ class FaultPlan {
   static FaultPlan from_env();                      // TANDEM_FAULTS, or an empty plan
 
   bool empty() const { return faults_.empty(); }
+  // Keeps the faults for data-parallel rank `rank` (and those for every rank).
+  void set_rank(int rank);
+  // slow_comm@Ts: the delay before each collective of this rank (0: none).
+  double comm_delay() const;
   // Loads RUN_DIR/faults.fired and sends fault events to `events`.
   // `marker` names the file (in run_dir) that records one-shot faults already fired; each
   // rank of a data-parallel run keeps its own.

@@ -164,6 +164,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   // directory and write nothing to it (they may be on machines without it).
   const RankEnv renv = rank_env_from_environment();
   const bool is_writer = renv.rank == 0;
+  faults.set_rank(renv.rank);
   if (renv.distributed() && tc.grad_accum % renv.world != 0)
     fail("[dist] train.grad_accum = " + std::to_string(tc.grad_accum) +
          " micro-batches cannot be split over " + std::to_string(renv.world) +
@@ -205,8 +206,16 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   }
   const std::string log_dir = is_writer ? cfg.out_dir + "/" : "";
   EventLog events(is_writer ? log_dir + "events.jsonl" : "");
+  // The other ranks log only what happens to them alone (faults, failed collectives), where
+  // they share the run directory.
+  EventLog rank_events(!is_writer && path_exists(cfg.out_dir) ? cfg.out_dir + "/events.jsonl" : "");
+  if (renv.distributed()) {
+    events.tag("rank", renv.rank);
+    rank_events.tag("rank", renv.rank);
+  }
+  EventLog& own_events = is_writer ? events : rank_events;
   Heartbeat hb;
-  faults.bind(cfg.out_dir, &events,
+  faults.bind(cfg.out_dir, &own_events,
               is_writer ? "faults.fired" : "faults.rank-" + std::to_string(renv.rank) + ".fired");
   events.emit("train_start", {{"resume", opts.resume},
                               {"supervised", hb.active()},
@@ -277,6 +286,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   }
   const int B = tc.batch_size, T = tc.seq_len, A = tc.grad_accum;
   GradReducer reducer(model, A, group);
+  reducer.set_comm_delay(faults.comm_delay());
   if (state.grad_exp.size() != reducer.exponents().size()) state.grad_exp = reducer.exponents();
   auto meta_json = [&] {
     nlohmann::json j = state.extra();
@@ -436,6 +446,9 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   int consecutive_rollbacks = 0;
   int64_t retry_at = -1, retry_gap = 1, handled_failure = -1;
 
+  // A collective that fails (a peer died, hung or was cut off) ends this process; the
+  // supervisor restarts the group, which resumes from the newest state any rank has.
+  try {
   while (state.step < end_step && !g_stop) {
     auto t0 = Clock::now();
     const int64_t n = state.step + 1;  // the step being computed
@@ -577,6 +590,23 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       StateFingerprint fp = fingerprint(*be, model.layout(), model.params(), opt.m(), opt.v());
       events.emit("fingerprint",
                   {{"step", n}, {"params", fp.params}, {"optimizer", fp.optimizer}});
+      // Data parallel: the replicas must be equal. A rank that differs from the majority
+      // computed wrong (a silent corruption on its device): stop with a diagnosis naming it.
+      const std::vector<int> odd = group.diverged(fp.params.substr(0, 32) + fp.optimizer.substr(0, 32));
+      if (!odd.empty()) {
+        std::string names;
+        for (int r : odd) names += (names.empty() ? "" : ", ") + std::to_string(r);
+        res.diagnosis =
+            "rank " + names + " diverged from the other ranks by step " + std::to_string(n) +
+            " (its parameter or optimizer fingerprint differs): a silent data corruption on that "
+            "rank's device or host. Its gradients reached every rank since the last agreeing "
+            "fingerprint (step " + std::to_string(n - gc.fingerprint_every) +
+            "): resume from a checkpoint at or before it" +
+            (on_disk >= 0 ? " (newest on disk: step " + std::to_string(on_disk) + ")" : "") +
+            ", on other hardware for that rank";
+        events.emit("rank_diverged", {{"step", n}, {"ranks", odd}, {"message", res.diagnosis}});
+        break;
+      }
     }
     // A failed write is retried after 1, 2, 4 ... steps (at most 64).
     if (!writer.busy() && writer.last_failed() && writer.last_attempt_step() != handled_failure) {
@@ -596,6 +626,15 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       t_ckpt = Clock::now();
       writer.submit(*be, model.params(), opt.m(), opt.v(), to_checkpoint_state(), beat);
     }
+  }
+  } catch (const CommError& e) {
+    const char* kind = e.kind() == CommError::Kind::kTimeout   ? "timeout"
+                       : e.kind() == CommError::Kind::kAborted ? "aborted"
+                                                               : "peer_lost";
+    own_events.emit("collective_failed",
+                {{"step", state.step + 1}, {"rank", group.rank()}, {"kind", kind},
+                 {"message", e.what()}});
+    throw;
   }
   if (tty && progress) std::fprintf(stderr, "\n");
   writer.wait(beat);
