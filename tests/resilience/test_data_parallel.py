@@ -121,6 +121,15 @@ class KilledRanks(unittest.TestCase):
         for pid in killed:
             self.assertEqual(exits[pid].get("signal"), signal.SIGKILL)
         self.assertGreaterEqual(len([e for e in ev if e["event"] == "restart"]), 2)
+        # The ranks stopped because another failed are not counted as crashes.
+        st = h.status(d)
+        self.assertEqual(st["crashes"], 2)
+        self.assertEqual(st["world_sizes"][-1]["ranks"], 3)
+        self.assertEqual(len(st["downtime"]), st["restarts"])
+        self.assertTrue(all(x["seconds"] > 0 for x in st["downtime"]))
+        text = h.run(["status", d]).stdout
+        self.assertIn("ranks        3", text)
+        self.assertIn("downtime", text)
 
 
 class RankFaults(unittest.TestCase):

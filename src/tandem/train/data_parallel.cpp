@@ -110,6 +110,10 @@ int64_t RankGroup::share_state(int64_t step, const std::vector<float*>& tensors,
   comm_->all_gather(&step, steps.data(), 1, CommType::kI64);
   const int src = (int)(std::max_element(steps.begin(), steps.end()) - steps.begin());
   if (steps[(size_t)src] < 0) return -1;  // nobody has state: all start from the seed
+  // Replicas at the same step are equal (the fingerprint check holds them to it): nothing to
+  // send when every rank already has the newest step.
+  if (std::all_of(steps.begin(), steps.end(), [&](int64_t s) { return s == steps[(size_t)src]; }))
+    return steps[(size_t)src];
   for (float* t : tensors) comm_->broadcast(t, n, CommType::kF32, src);
   int64_t len = (int64_t)meta.size();
   comm_->broadcast(&len, 1, CommType::kI64, src);

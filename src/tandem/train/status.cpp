@@ -42,6 +42,7 @@ RunStatus read_run_status(const std::string& dir) {
   const auto events = read_jsonl(dir + "/events.jsonl");
   const auto timing = read_jsonl(dir + "/timing.jsonl");
   std::vector<std::pair<double, bool>> stamps;  // (t, starts a session)
+  std::vector<std::pair<double, std::string>> failures;  // restarts: (t, reason)
   std::string last_status;
   int64_t last_session_pid = -1;
   bool session_ended = false;
@@ -58,7 +59,16 @@ RunStatus read_run_status(const std::string& dir) {
     if (k == "run_end") last_status = e.value("status", "");
     if (k == "restart") ++s.restarts;
     if (k == "hang") ++s.hangs;
-    if (k == "worker_exit" && (e.contains("signal") || e.value("exit_code", 0) != 0)) ++s.crashes;
+    if (k == "worker_exit" && !e.value("stopped_for_group", false) &&
+        (e.contains("signal") || e.value("exit_code", 0) != 0))
+      ++s.crashes;
+    if (k == "train_start") {
+      const int ranks = e.value("ranks", 1);
+      if (s.world_sizes.empty() || s.world_sizes.back().second != ranks)
+        s.world_sizes.emplace_back(t, ranks);
+    }
+    if (k == "restart") failures.emplace_back(t, e.value("reason", std::string("?")));
+    if (k == "rank_diverged") s.diagnosis = e.value("message", "");
     if (k == "rollback") ++s.rollbacks;
     if (k == "transient_fault") ++s.transient_faults;
     if (k == "batch_skipped") ++s.skipped_batches;
@@ -79,6 +89,16 @@ RunStatus read_run_status(const std::string& dir) {
     if (st >= 1 && st <= s.steps_done) step_time[st] = r.value("step_s", 0.0);
   }
   for (const auto& [st, v] : step_time) s.kept_step_s += v;
+  // Downtime of each restart: from its event to the next step any process committed.
+  for (const auto& [t, why] : failures) {
+    double next = -1;
+    for (const auto& r : timing)
+      if (r.value("t", 0.0) > t) {
+        next = r.value("t", 0.0);
+        break;
+      }
+    if (next > 0) s.downtime.emplace_back(why, next - t);
+  }
   std::stable_sort(stamps.begin(), stamps.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   double start = -1, last = -1;
@@ -113,6 +133,18 @@ RunStatus read_run_status(const std::string& dir) {
   return s;
 }
 
+nlohmann::ordered_json RunStatus::ws_json() const {
+  nlohmann::ordered_json a = nlohmann::ordered_json::array();
+  for (const auto& [t, n] : world_sizes) a.push_back({{"t", t}, {"ranks", n}});
+  return a;
+}
+
+nlohmann::ordered_json RunStatus::dt_json() const {
+  nlohmann::ordered_json a = nlohmann::ordered_json::array();
+  for (const auto& [why, sec] : downtime) a.push_back({{"reason", why}, {"seconds", sec}});
+  return a;
+}
+
 nlohmann::ordered_json RunStatus::to_json() const {
   return {{"run_dir", run_dir},
           {"state", state},
@@ -135,6 +167,8 @@ nlohmann::ordered_json RunStatus::to_json() const {
           {"wall_s", wall_s},
           {"goodput", goodput()},
           {"last_fingerprint", last_fingerprint},
+          {"world_sizes", ws_json()},
+          {"downtime", dt_json()},
           {"diagnosis", diagnosis}};
 }
 
@@ -161,6 +195,18 @@ std::string RunStatus::to_text() const {
                 100 * goodput(), kept_step_s, wall_s);
   o << buf;
   if (faults_injected) o << "injected     " << faults_injected << " faults\n";
+  if (!world_sizes.empty() && (world_sizes.size() > 1 || world_sizes[0].second > 1)) {
+    o << "ranks       ";
+    for (const auto& [t, n] : world_sizes) o << " " << n;
+    o << " (each session that changed it)\n";
+  }
+  if (!downtime.empty()) {
+    double total = 0;
+    for (const auto& d : downtime) total += d.second;
+    std::snprintf(buf, sizeof buf, "downtime     %.1f s over %zu restarts (failure to next step)\n",
+                  total, downtime.size());
+    o << buf;
+  }
   if (!diagnosis.empty()) o << "diagnosis    " << diagnosis << "\n";
   return o.str();
 }

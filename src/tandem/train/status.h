@@ -6,6 +6,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace tandem {
 
@@ -23,7 +25,13 @@ struct RunStatus {
   double goodput() const { return wall_s > 0 ? kept_step_s / wall_s : 0; }
   std::string last_fingerprint;  // params hash of the newest fingerprint event
   std::string diagnosis;
+  // Data parallel: the number of ranks of each session that changed it, and for each
+  // restart the seconds from the failure to the next committed step.
+  std::vector<std::pair<double, int>> world_sizes;  // (unix time, ranks)
+  std::vector<std::pair<std::string, double>> downtime;  // (reason, seconds)
   nlohmann::ordered_json to_json() const;
+  nlohmann::ordered_json ws_json() const;
+  nlohmann::ordered_json dt_json() const;
   std::string to_text() const;
 };
 

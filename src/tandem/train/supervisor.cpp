@@ -149,6 +149,7 @@ int run_supervised(const RunConfig& cfg, std::vector<std::string> argv, bool res
     pid_t pid = -1;
     int rank = 0, hb = -1, status = 0;
     bool running = false, ready = false, progressed = false, hang = false;
+    bool stopped_for_group = false;  // killed because another rank of the group failed
     Clock::time_point spawned, last_beat, last_step;
     std::deque<double> intervals;
     std::string buf;
@@ -258,6 +259,7 @@ int run_supervised(const RunConfig& cfg, std::vector<std::string> argv, bool res
                                        {"hang", w.hang}};
           if (WIFEXITED(w.status)) ex["exit_code"] = WEXITSTATUS(w.status);
           if (WIFSIGNALED(w.status)) ex["signal"] = WTERMSIG(w.status);
+          if (w.stopped_for_group) ex["stopped_for_group"] = true;
           open_events();
           emit("worker_exit", with_rank(ex, w));
           const bool ok = WIFEXITED(w.status) && WEXITSTATUS(w.status) == 0;
@@ -265,7 +267,10 @@ int run_supervised(const RunConfig& cfg, std::vector<std::string> argv, bool res
             failed = (int)i;
             // The group cannot go on without it: the others are stopped and all restart.
             for (auto& o : ws)
-              if (o.running) ::kill(o.pid, SIGKILL);
+              if (o.running) {
+                o.stopped_for_group = true;
+                ::kill(o.pid, SIGKILL);
+              }
           }
           continue;
         }
