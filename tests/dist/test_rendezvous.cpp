@@ -97,3 +97,30 @@ TEST(Rendezvous, AGroupThatDoesNotFillSaysHowManyCame) {
     EXPECT_NE(std::string(e.what()).find("1 of 2 ranks joined"), std::string::npos) << e.what();
   }
 }
+
+TEST(Rendezvous, MissingRanksLeaveTheLargestGroupThatSplitsTheBatch) {
+  // 4 expected, 3 come; the batch has 4 shards: a group of 2 forms from the lowest ranks, and
+  // the third keeps waiting for a later group.
+  RendezvousOptions o{"127.0.0.1", 0, 4};
+  o.min_world = 2;
+  o.settle_s = 1.5;
+  o.divisor = 4;
+  RendezvousServer srv(o);
+  std::vector<GroupInfo> got(4);
+  std::vector<std::string> err(4);
+  std::vector<std::thread> ts;
+  for (int order : {0, 2, 3})
+    ts.emplace_back([&, order] {
+      try {
+        got[order] = RendezvousClient(addr(srv)).join(order, fp("c"), milliseconds(order == 3 ? 4000 : 30000));
+      } catch (const Error& e) {
+        err[order] = e.what();
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(err[0], "");
+  EXPECT_EQ(err[2], "");
+  EXPECT_EQ((std::vector<int>{got[0].rank, got[0].world, got[2].rank, got[2].world}),
+            (std::vector<int>{0, 2, 1, 2}));
+  EXPECT_NE(err[3].find("did not form"), std::string::npos) << err[3];
+}

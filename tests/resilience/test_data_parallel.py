@@ -132,6 +132,33 @@ class KilledRanks(unittest.TestCase):
         self.assertIn("downtime", text)
 
 
+class Shrink(unittest.TestCase):
+    def test_a_lost_machine_leaves_a_smaller_group_that_ends_the_same(self):
+        want = reference()
+        cfg = config("shrink2", supervisor={"min_ranks": 2, "regroup_settle_s": 1.0})
+        port = free_port()
+        d0, d1 = os.path.join(WORK, "shrink-n0"), os.path.join(WORK, "shrink-n1")
+        node = lambda rank, out: h.start(["train", cfg, "--out-dir", out, "--threads", "1",
+                                          "--nnodes", "2", "--node-rank", str(rank), "--nproc",
+                                          "2", "--rdzv", f"127.0.0.1:{port}"])
+        n0, n1 = node(0, d0), node(1, d1)
+        deadline = time.time() + 600
+        while not any(e["event"] == "checkpoint_saved" and e["step"] >= 20 for e in h.events(d0)):
+            self.assertIsNone(n0.poll())
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.01)
+        os.killpg(n1.pid, signal.SIGKILL)  # machine 1 is gone, supervisor and ranks
+        n1.wait()
+        n1.stderr.close()
+        rc = n0.wait(timeout=900)
+        err = n0.stderr.read()
+        n0.stderr.close()
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertEqual(h.final_state(d0, STEPS), want)
+        st = h.status(d0)
+        self.assertEqual([w["ranks"] for w in st["world_sizes"]], [4, 2])
+
+
 class RankFaults(unittest.TestCase):
     """Faults injected into one rank (rankR:KIND@WHEN)."""
 

@@ -45,6 +45,45 @@ struct RendezvousServer::Impl {
   int reference_order = -1;
   std::string refusal;       // set once a rank was refused: every waiting rank gets it
   int64_t generation = 0;
+  struct Place {
+    int64_t generation;
+    int rank, world;
+  };
+  std::map<int, Place> placed;  // order -> its place in the newest group that took it
+  std::chrono::steady_clock::time_point last_join = std::chrono::steady_clock::now();
+  // Waiting ranks poll again every few seconds; one with no poll in flight for kStaleS has
+  // died while it waited and must not be placed in a group.
+  static constexpr double kStaleS = 3;
+  std::map<int, int> polls;  // order -> join requests in flight
+  std::map<int, std::chrono::steady_clock::time_point> seen;
+  void prune() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = joined.begin(); it != joined.end();) {
+      const bool stale = polls[it->first] == 0 &&
+                         std::chrono::duration<double>(now - seen[it->first]).count() > kStaleS;
+      it = stale ? joined.erase(it) : std::next(it);
+    }
+  }
+
+  // Forms a group of the `k` lowest waiting ranks.
+  void form(int k) {
+    ++generation;
+    int r = 0;
+    for (auto it = joined.begin(); it != joined.end() && r < k;) {
+      placed[it->first] = {generation, r++, k};
+      it = joined.erase(it);
+    }
+    cv.notify_all();
+  }
+  // A smaller group, when the full one is not coming (see RendezvousOptions).
+  void maybe_form_partial() {
+    prune();
+    if (opt.min_world <= 0 || !refusal.empty() || (int)joined.size() < opt.min_world) return;
+    const double quiet = std::chrono::duration<double>(std::chrono::steady_clock::now() - last_join).count();
+    if (quiet < opt.settle_s) return;
+    for (int k = (int)joined.size(); k >= opt.min_world; --k)
+      if (opt.divisor % k == 0) return form(k);
+  }
 
   static int timeout_ms(const httplib::Request& r) {
     return r.has_param("timeout_ms") ? std::stoi(r.get_param_value("timeout_ms")) : 30000;
@@ -116,28 +155,46 @@ struct RendezvousServer::Impl {
       refusal = "two ranks claim rank " + std::to_string(order) + " (on " +
                 joined[order].value("host", "?") + " and " + j.value("host", "?") +
                 "): check --node-rank or RANK on each machine";
-    joined[order] = j;
-    const int64_t target = generation + 1;
-    if (refusal.empty() && (int)joined.size() == opt.world) {
-      ++generation;
-      joined.clear();
+    // A waiting rank polls again every few seconds with the generation it waits for.
+    const int64_t target = j.value("target", generation + 1);
+    const bool placed_already = placed.count(order) && placed[order].generation >= target;
+    if (!placed_already) {
+      if (!joined.count(order)) last_join = std::chrono::steady_clock::now();
+      joined[order] = j;
     }
+    ++polls[order];
+    seen[order] = std::chrono::steady_clock::now();
+    struct Done {
+      Impl* im;
+      int order;
+      ~Done() {
+        --im->polls[order];
+        im->seen[order] = std::chrono::steady_clock::now();
+      }
+    } done{this, order};
+    if (refusal.empty() && (int)joined.size() == opt.world) form(opt.world);
     cv.notify_all();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms(r));
-    cv.wait_until(g, deadline, [&] { return !refusal.empty() || generation >= target; });
+    auto mine = [&] { return placed.count(order) && placed[order].generation >= target; };
+    while (refusal.empty() && !mine() && std::chrono::steady_clock::now() < deadline) {
+      cv.wait_for(g, std::chrono::milliseconds(100));
+      maybe_form_partial();
+    }
     if (!refusal.empty()) {
       res.status = 409;
       res.set_content(refusal, "text/plain");
       return;
     }
-    if (generation < target) {
+    if (!mine()) {
       res.status = 408;
-      res.set_content(std::to_string(joined.size()) + " of " + std::to_string(opt.world) +
-                          " ranks joined",
-                      "text/plain");
+      nlohmann::json w = {{"target", target},
+                          {"message", std::to_string(joined.size()) + " of " +
+                                          std::to_string(opt.world) + " ranks joined"}};
+      res.set_content(w.dump(), "application/json");
       return;
     }
-    nlohmann::json out = {{"generation", generation}, {"rank", order}, {"world", opt.world}};
+    const Place& p = placed[order];
+    nlohmann::json out = {{"generation", p.generation}, {"rank", p.rank}, {"world", p.world}};
     res.set_content(out.dump(), "application/json");
   }
 };
@@ -245,13 +302,27 @@ GroupInfo RendezvousClient::join(int order, const Fingerprint& fp, std::chrono::
   char host[256] = {0};
   ::gethostname(host, sizeof host - 1);
   nlohmann::json body = {{"order", order}, {"fingerprint", f}, {"host", host}};
-  auto c = impl_->client(timeout);
-  // The server may not be listening yet (rank 0 starting): retry connecting within the deadline.
+  // The server may not be listening yet (rank 0 starting): retry connecting within the
+  // deadline. Waiting for the group is a series of short polls, so the server can tell a rank
+  // that waits from one that died waiting.
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  constexpr auto kPoll = std::chrono::milliseconds(2000);
+  std::string last_wait;
+  bool connected = false;
+  httplib::Error last_error = httplib::Error::Connection;
   for (;;) {
-    auto r = c->Post("/join?timeout_ms=" + std::to_string(timeout.count()), body.dump(),
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 && !connected) unreachable(address_, last_error);
+    if (left.count() <= 0)
+      fail("[dist] the group did not form within " + std::to_string(timeout.count() / 1000) +
+           " s: " + last_wait);
+    const auto poll = std::min(left, kPoll);
+    auto c = impl_->client(poll);
+    auto r = c->Post("/join?timeout_ms=" + std::to_string(poll.count()), body.dump(),
                      "application/json");
     if (!r) {
+      last_error = r.error();
       if (std::chrono::steady_clock::now() < deadline &&
           (r.error() == httplib::Error::Connection || r.error() == httplib::Error::ConnectionTimeout)) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -259,10 +330,14 @@ GroupInfo RendezvousClient::join(int order, const Fingerprint& fp, std::chrono::
       }
       unreachable(address_, r.error());
     }
+    connected = true;
     if (r->status == 409) fail("[dist] refused at rendezvous: " + r->body);
-    if (r->status == 408)
-      fail("[dist] the group did not form within " + std::to_string(timeout.count() / 1000) +
-           " s: " + r->body);
+    if (r->status == 408) {
+      auto w = nlohmann::json::parse(r->body);
+      body["target"] = w["target"];
+      last_wait = w.value("message", "");
+      continue;
+    }
     if (r->status != 200) fail("[dist] rendezvous server answered " + std::to_string(r->status) + ": " + r->body);
     auto j = nlohmann::json::parse(r->body);
     GroupInfo g;

@@ -25,6 +25,12 @@ struct RendezvousOptions {
   std::string host = "127.0.0.1";  // address to listen on ("0.0.0.0": every interface)
   int port = 29500;                // 0: any free port (see RendezvousServer::port())
   int world = 1;                   // ranks that make a full group
+  // Elastic: when fewer than `world` ranks have come and none has joined for `settle_s`, a
+  // smaller group forms from the lowest ranks: the largest size >= min_world that divides
+  // `divisor` (the global batch's shards). min_world 0: only full groups.
+  int min_world = 0;
+  double settle_s = 5;
+  int divisor = 1;
 };
 
 class RendezvousServer {

@@ -174,6 +174,8 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   s.get("hang_min_s", sc.hang_min_s, false);
   s.get("startup_timeout_s", sc.startup_timeout_s, false);
   s.get("collective_timeout_s", sc.collective_timeout_s, false);
+  s.get("min_ranks", sc.min_ranks, false);
+  s.get("regroup_settle_s", sc.regroup_settle_s, false);
   s.check_unknown();
 
   Table r(root["run"].as_table(), "run", source);
@@ -215,6 +217,8 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   need_in(sc.hang_min_s > 0, "supervisor.hang_min_s", "must be positive");
   need_in(sc.startup_timeout_s > 0, "supervisor.startup_timeout_s", "must be positive");
   need_in(sc.collective_timeout_s > 0, "supervisor.collective_timeout_s", "must be positive");
+  need_in(sc.min_ranks >= 0, "supervisor.min_ranks", "must be >= 0");
+  need_in(sc.regroup_settle_s > 0, "supervisor.regroup_settle_s", "must be positive");
   return rc;
 }
 
@@ -313,6 +317,8 @@ std::string run_config_toml(const RunConfig& rc) {
   w.put("hang_min_s", s.hang_min_s);
   w.put("startup_timeout_s", s.startup_timeout_s);
   w.put("collective_timeout_s", s.collective_timeout_s);
+  w.put("min_ranks", s.min_ranks);
+  w.put("regroup_settle_s", s.regroup_settle_s);
   w.table("run");
   w.put("out_dir", rc.out_dir);
   return "# Effective configuration of this run (file values with command-line overrides).\n" +

@@ -60,6 +60,8 @@ struct SupervisorConfig {
   double hang_min_s = 60;          // ...but never less than this
   double startup_timeout_s = 600;  // before the first heartbeat of a process
   double collective_timeout_s = 30;  // data parallel: deadline of one collective
+  int min_ranks = 0;         // data parallel: re-form with fewer ranks, down to this (0: never)
+  double regroup_settle_s = 5;  // ...once no rank has joined for this long
 };
 
 struct RunConfig {

@@ -78,6 +78,9 @@ int run_supervised(const RunConfig& cfg, std::vector<std::string> argv, bool res
     if (writer_node) {
       RendezvousOptions ro;
       ro.world = launch.world();
+      ro.min_world = sc.min_ranks;
+      ro.settle_s = sc.regroup_settle_s;
+      ro.divisor = cfg.train.grad_accum;
       if (launch.rdzv.empty()) {
         ro.port = 0;
       } else {
