@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libopenblas-dev libsentencepiece-dev sentencepiece libtomlplusplus-dev nlohmann-json3-dev
   clang libclang-rt-14-dev libcli11-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev libomp-dev libssl-dev
-  libdnnl2 bible-kjv python3 python3-torch python3-numpy python3-toml
+  libdnnl2 libgloo-dev bible-kjv python3 python3-torch python3-numpy python3-toml
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
