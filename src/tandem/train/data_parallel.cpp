@@ -89,8 +89,10 @@ RankGroup::RankGroup(const RankEnv& env, const Fingerprint& fp) {
   GroupInfo g = rdzv_->join(env.rank, fp,
                             std::chrono::milliseconds((int64_t)(env.join_timeout_s * 1000)));
   generation_ = g.generation;
-  comm_ = make_gloo_communicator(rdzv_, "g" + std::to_string(g.generation) + "/", g.rank,
-                                 g.world, env.host, timeout);
+  std::string prefix = "g";  // (built in steps: GCC 12 warns falsely on "g" + to_string())
+  prefix += std::to_string(g.generation);
+  prefix += "/";
+  comm_ = make_gloo_communicator(rdzv_, prefix, g.rank, g.world, env.host, timeout);
 }
 
 std::string RankGroup::describe() const {
