@@ -93,9 +93,13 @@ class KilledRanks(unittest.TestCase):
     def test_killed_ranks_are_restarted_and_the_run_ends_the_same(self):
         want = reference()
         d = os.path.join(WORK, "killed")
-        proc = h.start(["train", CFG, "--out-dir", d, "--threads", "1", "--nproc", "3"])
+        cfg = config("killed", supervisor={"collective_timeout_s": 3.0, "backoff_s": 0.05})
+        proc = h.start(["train", cfg, "--out-dir", d, "--threads", "1", "--nproc", "3"])
         killed = []
-        for rank, after_step in ((1, 10), (0, 30)):
+        # SIGKILL rank 1, then rank 0 (the writer), then SIGSTOP rank 2: a stopped process
+        # holds its connections open, so only the others' collective deadline finds it.
+        for rank, after_step, sig in ((1, 10, signal.SIGKILL), (0, 30, signal.SIGKILL),
+                                      (2, 40, signal.SIGSTOP)):
             # Wait for a committed step past `after_step`, then kill that rank's process.
             deadline = time.time() + 600
             while True:
@@ -109,7 +113,7 @@ class KilledRanks(unittest.TestCase):
             for e in h.events(d):
                 if e["event"] == "worker_start":
                     started[e["rank"]] = e["worker_pid"]
-            os.kill(started[rank], signal.SIGKILL)
+            os.kill(started[rank], sig)
             killed.append(started[rank])
         rc = proc.wait(timeout=900)
         err = proc.stderr.read()
@@ -118,12 +122,14 @@ class KilledRanks(unittest.TestCase):
         self.assertEqual(h.final_state(d, STEPS), want)
         ev = h.events(d)
         exits = {e["worker_pid"]: e for e in ev if e["event"] == "worker_exit"}
-        for pid in killed:
+        for pid in killed:  # the stopped one is killed by the supervisor with its group
             self.assertEqual(exits[pid].get("signal"), signal.SIGKILL)
-        self.assertGreaterEqual(len([e for e in ev if e["event"] == "restart"]), 2)
+        self.assertGreaterEqual(len([e for e in ev if e["event"] == "restart"]), 3)
+        timeouts = [e for e in ev if e["event"] == "collective_failed" and e["kind"] == "timeout"]
+        self.assertTrue(timeouts, "the stopped rank was not found by the collective deadline")
         # The ranks stopped because another failed are not counted as crashes.
         st = h.status(d)
-        self.assertEqual(st["crashes"], 2)
+        self.assertGreaterEqual(st["crashes"], 3)
         self.assertEqual(st["world_sizes"][-1]["ranks"], 3)
         self.assertEqual(len(st["downtime"]), st["restarts"])
         self.assertTrue(all(x["seconds"] > 0 for x in st["downtime"]))
