@@ -33,6 +33,16 @@ void on_ranks(int world, const std::function<void(Communicator&)>& fn,
   for (int r = 0; r < world; ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
 }
 
+// Two connected ranks with a minute's deadline, for the tests of calls that end early.
+std::pair<std::unique_ptr<Communicator>, std::unique_ptr<Communicator>> connected_pair() {
+  auto store = make_memory_store();
+  std::unique_ptr<Communicator> c0, c1;
+  std::thread t1([&] { c1 = make_gloo_communicator(store, "p/", 1, 2, "127.0.0.1", milliseconds(60000)); });
+  c0 = make_gloo_communicator(store, "p/", 0, 2, "127.0.0.1", milliseconds(60000));
+  t1.join();
+  return {std::move(c0), std::move(c1)};
+}
+
 }  // namespace
 
 TEST(Gloo, AllReduceSumAndMaxOfEveryType) {
@@ -81,11 +91,7 @@ TEST(Gloo, AllGatherBroadcastReduceScatterBarrier) {
 }
 
 TEST(Gloo, AnAbortedCommunicatorRefusesEveryCall) {
-  auto store = make_memory_store();
-  std::unique_ptr<Communicator> c0, c1;
-  std::thread t1([&] { c1 = make_gloo_communicator(store, "a/", 1, 2, "127.0.0.1", milliseconds(60000)); });
-  c0 = make_gloo_communicator(store, "a/", 0, 2, "127.0.0.1", milliseconds(60000));
-  t1.join();
+  auto [c0, c1] = connected_pair();
   CommError::Kind kind = CommError::Kind::kTimeout;
   std::vector<int64_t> v(4, 1);
   bool threw = false;
@@ -102,11 +108,7 @@ TEST(Gloo, AnAbortedCommunicatorRefusesEveryCall) {
 }
 
 TEST(Gloo, AbortFromAnotherThreadEndsACallInFlight) {
-  auto store = make_memory_store();
-  std::unique_ptr<Communicator> c0, c1;
-  std::thread t1([&] { c1 = make_gloo_communicator(store, "b/", 1, 2, "127.0.0.1", milliseconds(60000)); });
-  c0 = make_gloo_communicator(store, "b/", 0, 2, "127.0.0.1", milliseconds(60000));
-  t1.join();
+  auto [c0, c1] = connected_pair();
   // Rank 1 never calls; rank 0's all-reduce blocks until the abort, which may land before or
   // during it: both must end it.
   std::thread aborter([&] { c0->abort(); });
@@ -125,11 +127,7 @@ TEST(Gloo, AbortFromAnotherThreadEndsACallInFlight) {
 }
 
 TEST(Gloo, ALostPeerIsReportedNotWaitedFor) {
-  auto store = make_memory_store();
-  std::unique_ptr<Communicator> c0, c1;
-  std::thread t1([&] { c1 = make_gloo_communicator(store, "c/", 1, 2, "127.0.0.1", milliseconds(60000)); });
-  c0 = make_gloo_communicator(store, "c/", 0, 2, "127.0.0.1", milliseconds(60000));
-  t1.join();
+  auto [c0, c1] = connected_pair();
   c1.reset();  // rank 1 goes away: its sockets close
   std::vector<int64_t> v(1 << 16, 1);
   try {
@@ -141,11 +139,7 @@ TEST(Gloo, ALostPeerIsReportedNotWaitedFor) {
 }
 
 TEST(Gloo, ADeadlineEndsACallOnASilentPeer) {
-  auto store = make_memory_store();
-  std::unique_ptr<Communicator> c0, c1;
-  std::thread t1([&] { c1 = make_gloo_communicator(store, "d/", 1, 2, "127.0.0.1", milliseconds(60000)); });
-  c0 = make_gloo_communicator(store, "d/", 0, 2, "127.0.0.1", milliseconds(60000));
-  t1.join();
+  auto [c0, c1] = connected_pair();
   c0->set_timeout(milliseconds(200));  // rank 1 is alive but never calls
   std::vector<int64_t> v(8, 1);
   try {
