@@ -124,3 +124,34 @@ TEST(Rendezvous, MissingRanksLeaveTheLargestGroupThatSplitsTheBatch) {
             (std::vector<int>{0, 2, 1, 2}));
   EXPECT_NE(err[3].find("did not form"), std::string::npos) << err[3];
 }
+
+TEST(Rendezvous, RanksThatComeBackWithoutRankZeroWaitForIt) {
+  // A machine lost and back while rank 0's group runs: its ranks alone never form a group
+  // (that would be a second run), and the running group of 2 learns it can grow to 4.
+  RendezvousOptions o{"127.0.0.1", 0, 4};
+  o.min_world = 2;
+  o.settle_s = 0.3;
+  o.divisor = 4;
+  RendezvousServer srv(o);
+  RendezvousClient watcher(addr(srv));
+  EXPECT_FALSE(watcher.group_can_grow(2));
+  std::vector<std::string> err(4);
+  std::vector<std::thread> ts;
+  for (int order : {2, 3})
+    ts.emplace_back([&, order] {
+      try {
+        RendezvousClient(addr(srv)).join(order, fp("c"), milliseconds(2500));
+      } catch (const Error& e) {
+        err[order] = e.what();
+      }
+    });
+  bool grow = false;
+  for (int i = 0; i < 2000 && !grow; ++i) {  // until both wait (no deadline races: ~2 s max)
+    grow = watcher.group_can_grow(2);
+    if (!grow) std::this_thread::sleep_for(milliseconds(1));
+  }
+  EXPECT_TRUE(grow);
+  EXPECT_FALSE(watcher.group_can_grow(4));  // nothing larger than the full group
+  for (auto& t : ts) t.join();
+  for (int order : {2, 3}) EXPECT_NE(err[order].find("did not form"), std::string::npos) << err[order];
+}

@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 import unittest
+import json
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -164,6 +166,56 @@ class Shrink(unittest.TestCase):
         st = h.status(d0)
         self.assertEqual([w["ranks"] for w in st["world_sizes"]], [4, 2])
 
+    def test_a_machine_that_comes_back_joins_at_a_step_boundary_and_the_run_ends_the_same(self):
+        want = reference()
+        cfg = config("grow", supervisor={"min_ranks": 2, "regroup_settle_s": 1.0})
+        port = free_port()
+        d0, d1 = os.path.join(WORK, "grow-n0"), os.path.join(WORK, "grow-n1")
+        node = lambda rank, out, *extra: h.start(
+            ["train", cfg, "--out-dir", out, "--threads", "1", "--nnodes", "2", "--node-rank",
+             str(rank), "--nproc", "2", "--rdzv", f"127.0.0.1:{port}"] + list(extra))
+        # Machine 0's ranks hold before step 40 until released: by then the group has shrunk
+        # to them and machine 1 is back, waiting at the rendezvous.
+        n0, n1 = node(0, d0, "--inject", "pause@40"), node(1, d1)
+        deadline = time.time() + 600
+
+        def wait_for(pred, what):
+            while not pred():
+                self.assertIsNone(n0.poll(), what)
+                self.assertLess(time.time(), deadline, what)
+                time.sleep(0.01)
+
+        wait_for(lambda: any(e["event"] == "checkpoint_saved" and e["step"] >= 10
+                             for e in h.events(d0)), "step 10")
+        os.killpg(n1.pid, signal.SIGKILL)
+        n1.wait()
+        n1.stderr.close()
+        wait_for(lambda: any(e["event"] == "fault_injected" and e["fault"] == "pause@40"
+                             for e in h.events(d0)), "the pause at step 40")
+        starts = [e for e in h.events(d0) if e["event"] == "train_start"]
+        self.assertEqual(starts[-1]["ranks"], 2)
+        n1 = node(1, d1)  # the machine is back
+        url = f"http://127.0.0.1:{port}/waiting?world=2"
+        wait_for(lambda: json.load(urllib.request.urlopen(url, timeout=60))["grow"],
+                 "machine 1 waiting at the rendezvous")
+        open(os.path.join(d0, "faults.release"), "w").close()
+        rc = n0.wait(timeout=900)
+        err = n0.stderr.read()
+        n0.stderr.close()
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertEqual(n1.wait(timeout=300), 0, n1.stderr.read()[-2000:])
+        n1.stderr.close()
+        self.assertEqual(h.final_state(d0, STEPS), want)
+        ev = h.events(d0)
+        regroups = [e for e in ev if e["event"] == "regroup"]
+        self.assertEqual([(e["step"], e["ranks"]) for e in regroups], [(40, 2)])
+        st = h.status(d0)
+        self.assertEqual([w["ranks"] for w in st["world_sizes"]], [4, 2, 4])
+        # The planned restart is neither a crash nor a restart from the budget.
+        self.assertEqual(len([e for e in ev if e["event"] == "regroup_restart"]), 1)
+        resumed = [e for e in ev if e["event"] == "resumed"]
+        self.assertEqual(resumed[-1]["step"], 40)
+
 
 class RankFaults(unittest.TestCase):
     """Faults injected into one rank (rankR:KIND@WHEN)."""
@@ -203,6 +255,48 @@ class RankFaults(unittest.TestCase):
         self.assertEqual((ev[0]["step"], ev[0]["ranks"]), (30, [1]))
         self.assertIn("rank 1 diverged", p.stderr)
         self.assertIn("step 20", p.stderr)
+
+    def test_a_step_one_rank_rejects_is_rolled_back_on_every_rank(self):
+        want = reference()
+        d = os.path.join(WORK, "onerank")
+        # After the sum, one gradient of rank 1 alone gets a high exponent bit: only rank 1's
+        # guard sees it, and the group rolls back and replays the step together.
+        train(d, "--nproc", "2", "--inject", "rank1:bitflip_grad@30")
+        self.assertEqual(h.final_state(d, STEPS), want)
+        ev = h.events(d)
+        anomalies = [e for e in ev if e["event"] == "anomaly"]
+        self.assertEqual([(e["step"], e["ranks"]) for e in anomalies], [(30, [1])])
+        self.assertEqual(len([e for e in ev if e["event"] == "rollback"]), 1)
+        self.assertEqual([e["step"] for e in ev if e["event"] == "transient_fault"], [30])
+
+    def test_a_flipped_bit_in_a_gradient_bucket_is_caught_by_the_replay_check(self):
+        want = reference()
+        cfg = config("bucket", guard={"replay_check_every": 10})
+        d = os.path.join(WORK, "bucket")
+        # Before the sum: every rank receives the corrupted total, so the replicas stay equal
+        # and only recomputing the step shows it.
+        train(d, "--nproc", "2", "--inject", "rank1:bitflip_bucket@30", cfg=cfg)
+        self.assertEqual(h.final_state(d, STEPS), want)
+        ev = h.events(d)
+        anomalies = [e for e in ev if e["event"] == "anomaly"]
+        self.assertEqual([(e["step"], e["kind"], e["ranks"]) for e in anomalies],
+                         [(30, "replay_mismatch", [0, 1])])
+        self.assertEqual([e["step"] for e in ev if e["event"] == "transient_fault"], [30])
+        fired = [e for e in ev if e["event"] == "fault_injected"]
+        self.assertEqual([e["fault"] for e in fired], ["rank1:bitflip_bucket@30"])
+
+    def test_a_slow_rank_is_reported_as_a_straggler(self):
+        cfg = config("straggler", train={"max_steps": 16, "eval_every": 0},
+                     supervisor={"straggler_window": 5})
+        d = os.path.join(WORK, "straggler")
+        train(d, "--nproc", "2", "--inject", "rank1:slow_rank@4x", cfg=cfg)
+        ev = [e for e in h.events(d) if e["event"] == "straggler"]
+        self.assertEqual([e["straggler_rank"] for e in ev], [1])
+        self.assertGreater(ev[0]["ratio"], 1.5)
+        self.assertGreater(ev[0]["rank_s"], ev[0]["others_s"])
+        st = h.status(d)
+        self.assertEqual([x["rank"] for x in st["stragglers"]], [1])
+        self.assertIn("straggler", h.run(["status", d]).stdout)
 
 
 class BadStarts(unittest.TestCase):

@@ -17,6 +17,7 @@
 #include "tandem/train/faults.h"
 #include "tandem/train/guard.h"
 #include "tandem/train/snapshot.h"
+#include "tandem/train/straggler.h"
 
 namespace tandem {
 namespace {
@@ -76,6 +77,50 @@ TEST(Faults, BadSpecsAreNamedErrors) {
   EXPECT_NE(test::error_of([] { FaultPlan::parse("crash@every:x"); }).find("every:"),
             std::string::npos);
   EXPECT_FALSE(FaultPlan::parse("crash@5, hang@7 ,crash@2.5s,crash@resume").empty());
+  // Data-parallel kinds: a factor for slow_rank, 64-bit positions for bucket flips.
+  EXPECT_NE(test::error_of([] { FaultPlan::parse("slow_rank@3"); }).find("slow_rank@FACTORx"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([] { FaultPlan::parse("slow_rank@0.5x"); }).find("1..1000"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([] { FaultPlan::parse("bitflip_bucket@4:64"); }).find("0..63"),
+            std::string::npos);
+  EXPECT_FALSE(FaultPlan::parse("bitflip_bucket@4:63,pause@3").empty());
+}
+
+TEST(Faults, ASlowRankIsSlowedOnlyOnItsRank) {
+  FaultPlan p = FaultPlan::parse("rank1:slow_rank@3x,rank1:slow_rank@2x,rank2:slow_comm@0.5s");
+  FaultPlan r0 = p, r1 = p;
+  r0.set_rank(0);
+  r1.set_rank(1);
+  EXPECT_EQ(r0.slowdown(), 1.0);
+  EXPECT_EQ(r1.slowdown(), 6.0);
+  EXPECT_EQ(r1.comm_delay(), 0.0);
+}
+
+TEST(Stragglers, ARankPersistentlySlowerThanTheOthersIsReportedOnceThenRecovers) {
+  StragglerWatch w(1.5, 3);
+  // Rank 2 is 3x slower from the first step; one slow step of rank 0 is not persistent.
+  EXPECT_TRUE(w.observe({1.0, 1.0, 3.0}).empty());
+  EXPECT_TRUE(w.observe({4.0, 1.0, 3.0}).empty());
+  auto c = w.observe({1.0, 1.1, 3.0});  // the window is full: rank 2's median ratio is 3
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].rank, 2);
+  EXPECT_TRUE(c[0].slow);
+  EXPECT_NEAR(c[0].ratio, 3.0 / 1.05, 0.2);
+  EXPECT_DOUBLE_EQ(c[0].rank_s, 3.0);
+  EXPECT_TRUE(w.slow(2));
+  EXPECT_FALSE(w.slow(0));
+  EXPECT_TRUE(w.observe({1.0, 1.0, 3.0}).empty());  // already reported
+  EXPECT_TRUE(w.observe({1.0, 1.0, 1.0}).empty());  // one fast step: the median is still slow
+  c = w.observe({1.0, 1.0, 1.0});
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_FALSE(c[0].slow);
+  // A different group size starts afresh; so does factor 0 (off) and a group of one.
+  EXPECT_TRUE(w.observe({1.0, 9.0}).empty());
+  StragglerWatch off(0, 1);
+  EXPECT_TRUE(off.observe({1.0, 9.0}).empty());
+  StragglerWatch one(1.5, 1);
+  EXPECT_TRUE(one.observe({9.0}).empty());
 }
 
 TEST(Faults, OneShotFaultsFireOnceAcrossProcesses) {

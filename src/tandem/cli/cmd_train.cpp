@@ -89,6 +89,7 @@ void add_train(CLI::App& app, Action& action) {
         std::fflush(stderr);
         std::exit(kExitDiagnosis);
       }
+      if (r.regroup) std::exit(kExitRegroup);  // the supervisor starts it again at once
       if (rank_env_from_environment().rank != 0) return;  // rank 0 speaks for the group
       char val[48] = "";
       if (r.last_val_loss >= 0) std::snprintf(val, sizeof val, ", val loss %.4f", r.last_val_loss);

@@ -78,11 +78,28 @@ struct RendezvousServer::Impl {
   // A smaller group, when the full one is not coming (see RendezvousOptions).
   void maybe_form_partial() {
     prune();
-    if (opt.min_world <= 0 || !refusal.empty() || (int)joined.size() < opt.min_world) return;
+    // Rank 0 (the run's writer) is in every group: ranks of a lost machine that come back
+    // wait for it rather than start a second run beside it.
+    if (opt.min_world <= 0 || !refusal.empty() || (int)joined.size() < opt.min_world ||
+        !joined.count(0))
+      return;
     const double quiet = std::chrono::duration<double>(std::chrono::steady_clock::now() - last_join).count();
     if (quiet < opt.settle_s) return;
     for (int k = (int)joined.size(); k >= opt.min_world; --k)
       if (opt.divisor % k == 0) return form(k);
+  }
+
+  // Whether ranks waiting now would make a group larger than the running one of `world`.
+  void handle_waiting(const httplib::Request& r, httplib::Response& res) {
+    const int world = r.has_param("world") ? std::stoi(r.get_param_value("world")) : opt.world;
+    std::lock_guard<std::mutex> g(mu);
+    prune();
+    const int n = (int)joined.size();
+    bool grow = false;
+    for (int k = world + 1; k <= std::min(world + n, opt.world); ++k)
+      grow = grow || (k == opt.world || (opt.min_world > 0 && opt.divisor % k == 0));
+    nlohmann::json out = {{"waiting", n}, {"grow", grow}, {"generation", generation}};
+    res.set_content(out.dump(), "application/json");
   }
 
   static int timeout_ms(const httplib::Request& r) {
@@ -216,6 +233,7 @@ RendezvousServer::RendezvousServer(const RendezvousOptions& o) : impl_(std::make
   });
   im->svr.Put(R"(/kv/(.+))", [im](const httplib::Request& r, httplib::Response& s) { im->handle_set(r, s); });
   im->svr.Get(R"(/kv/(.+))", [im](const httplib::Request& r, httplib::Response& s) { im->handle_get(r, s); });
+  im->svr.Get("/waiting", [im](const httplib::Request& r, httplib::Response& s) { im->handle_waiting(r, s); });
   im->svr.Post("/join", [im](const httplib::Request& r, httplib::Response& s) { im->handle_join(r, s); });
   if (o.port == 0) {
     im->port = im->svr.bind_to_any_port(o.host);
@@ -294,6 +312,17 @@ std::vector<char> RendezvousClient::get(const std::string& key, std::chrono::mil
          std::to_string(timeout.count()) + " ms");
   if (r->status != 200) fail("[dist] rendezvous server answered " + std::to_string(r->status));
   return std::vector<char>(r->body.begin(), r->body.end());
+}
+
+bool RendezvousClient::group_can_grow(int world) {
+  auto c = impl_->client(std::chrono::milliseconds(0));
+  auto r = c->Get("/waiting?world=" + std::to_string(world));
+  if (!r || r->status != 200) return false;  // a server that is gone cannot grow anything
+  try {
+    return nlohmann::json::parse(r->body).value("grow", false);
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 GroupInfo RendezvousClient::join(int order, const Fingerprint& fp, std::chrono::milliseconds timeout) {

@@ -27,7 +27,8 @@ struct RendezvousOptions {
   int world = 1;                   // ranks that make a full group
   // Elastic: when fewer than `world` ranks have come and none has joined for `settle_s`, a
   // smaller group forms from the lowest ranks: the largest size >= min_world that divides
-  // `divisor` (the global batch's shards). min_world 0: only full groups.
+  // `divisor` (the global batch's shards), always with rank 0 in it. min_world 0: only full
+  // groups.
   int min_world = 0;
   double settle_s = 5;
   int divisor = 1;
@@ -66,6 +67,9 @@ class RendezvousClient : public KvStore {
   // the group. Error if the server refuses the fingerprint (naming the field that differs and
   // both values) or the group does not form within `timeout`.
   GroupInfo join(int order, const Fingerprint& fp, std::chrono::milliseconds timeout);
+  // Whether ranks now waiting at the rendezvous would make a larger group than the running
+  // one of `world` ranks (a machine that came back): the group re-forms at a step boundary.
+  bool group_can_grow(int world);
   const std::string& address() const { return address_; }
 
  private:

@@ -176,6 +176,8 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   s.get("collective_timeout_s", sc.collective_timeout_s, false);
   s.get("min_ranks", sc.min_ranks, false);
   s.get("regroup_settle_s", sc.regroup_settle_s, false);
+  s.get("straggler_factor", sc.straggler_factor, false);
+  s.get("straggler_window", sc.straggler_window, false);
   s.check_unknown();
 
   Table r(root["run"].as_table(), "run", source);
@@ -219,6 +221,9 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   need_in(sc.collective_timeout_s > 0, "supervisor.collective_timeout_s", "must be positive");
   need_in(sc.min_ranks >= 0, "supervisor.min_ranks", "must be >= 0");
   need_in(sc.regroup_settle_s > 0, "supervisor.regroup_settle_s", "must be positive");
+  need_in(sc.straggler_factor == 0 || sc.straggler_factor > 1, "supervisor.straggler_factor",
+          "must be 0 (off) or greater than 1");
+  need_in(sc.straggler_window >= 1, "supervisor.straggler_window", "must be >= 1");
   return rc;
 }
 
@@ -319,6 +324,8 @@ std::string run_config_toml(const RunConfig& rc) {
   w.put("collective_timeout_s", s.collective_timeout_s);
   w.put("min_ranks", s.min_ranks);
   w.put("regroup_settle_s", s.regroup_settle_s);
+  w.put("straggler_factor", s.straggler_factor);
+  w.put("straggler_window", s.straggler_window);
   w.table("run");
   w.put("out_dir", rc.out_dir);
   return "# Effective configuration of this run (file values with command-line overrides).\n" +

@@ -62,6 +62,10 @@ struct SupervisorConfig {
   double collective_timeout_s = 30;  // data parallel: deadline of one collective
   int min_ranks = 0;         // data parallel: re-form with fewer ranks, down to this (0: never)
   double regroup_settle_s = 5;  // ...once no rank has joined for this long
+  // data parallel: a rank whose compute time per step stays above this many times the other
+  // ranks' median over `straggler_window` steps is reported as a straggler (0: off)
+  double straggler_factor = 1.5;
+  int straggler_window = 20;
 };
 
 struct RunConfig {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include "tandem/core/error.h"
 #include "tandem/core/hash.h"
 #include "tandem/dist/gloo/gloo_communicator.h"
+#include "tandem/train/faults.h"
 
 namespace tandem {
 namespace {
@@ -82,6 +84,15 @@ Fingerprint run_fingerprint(const RunConfig& cfg, const std::string& tokenizer_s
   return fp;
 }
 
+struct RankGroup::Watch {
+  std::atomic<bool> stop{false}, grow{false};
+  std::thread thread;
+  ~Watch() {
+    stop = true;
+    if (thread.joinable()) thread.join();
+  }
+};
+
 RankGroup::RankGroup(const RankEnv& env, const Fingerprint& fp) {
   const auto timeout = std::chrono::milliseconds((int64_t)(env.timeout_s * 1000));
   rdzv_ = std::make_shared<RendezvousClient>(env.rdzv);
@@ -93,6 +104,34 @@ RankGroup::RankGroup(const RankEnv& env, const Fingerprint& fp) {
   prefix += std::to_string(g.generation);
   prefix += "/";
   comm_ = make_gloo_communicator(rdzv_, prefix, g.rank, g.world, env.host, timeout);
+  if (g.rank != 0) return;
+  watch_ = std::make_shared<Watch>();
+  Watch* w = watch_.get();
+  w->thread = std::thread([w, client = rdzv_, world = g.world] {
+    while (!w->stop && !w->grow) {
+      for (int i = 0; i < 20 && !w->stop; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (!w->stop && client->group_can_grow(world)) w->grow = true;
+    }
+  });
+}
+
+void RankGroup::check_growth_now() {
+  if (watch_ && rdzv_->group_can_grow(world())) watch_->grow = true;
+}
+
+RankGroup::Agreement RankGroup::agree(int my_verdict) const {
+  Agreement a;
+  if (!comm_) {
+    a.verdicts = {my_verdict};
+    return a;
+  }
+  std::vector<double> slots((size_t)world() + 1, 0.0);
+  slots[(size_t)rank()] = my_verdict;
+  if (watch_ && watch_->grow) slots[(size_t)world()] = 1;
+  sum_slots(slots);
+  for (int r = 0; r < world(); ++r) a.verdicts.push_back((int)slots[(size_t)r]);
+  a.regroup = slots[(size_t)world()] > 0;
+  return a;
 }
 
 std::string RankGroup::describe() const {
@@ -166,7 +205,9 @@ GradReducer::GradReducer(Llama& model, int shards, const RankGroup& group)
 
 void GradReducer::begin() {
   loss_ = 0;
-  slots_.assign((size_t)shards_ + (size_t)group_.world() * sum_.exponents().size(), 0.0);
+  began_ = Clock::now();
+  // Shard losses, each rank's per-tensor maxima, each rank's compute seconds.
+  slots_.assign((size_t)shards_ + (size_t)group_.world() * (sum_.exponents().size() + 1), 0.0);
   if (exact()) sum_.begin();
 }
 
@@ -185,11 +226,23 @@ void GradReducer::add_shard(int shard, double loss_sum) {
 
 bool GradReducer::finish() {
   const size_t nseg = sum_.exponents().size();
+  const int W = group_.world();
   if (exact()) {
     const auto& m = sum_.local_max();
     std::copy(m.begin(), m.end(), slots_.begin() + shards_ + (ptrdiff_t)(group_.rank() * nseg));
   }
   const auto t0 = Clock::now();
+  const size_t time_slots = (size_t)shards_ + (size_t)W * nseg;
+  slots_[time_slots + (size_t)group_.rank()] = std::chrono::duration<double>(t0 - began_).count();
+  if (flip_bit_ >= 0) {  // fault injection: corrupt this rank's contribution before the sum
+    if (exact()) {
+      int64_t& x = sum_.accumulator()[flip_which_ % sum_.size()];
+      x = (int64_t)((uint64_t)x ^ (1ull << flip_bit_));
+    } else {
+      flip_bit(model_.backend(), model_.grads(), flip_which_ % model_.num_params(), flip_bit_ & 31);
+    }
+    flip_bit_ = -1;
+  }
   if (delay_s_ > 0 && group_.comm())
     std::this_thread::sleep_for(std::chrono::duration<double>(delay_s_));
   group_.sum_slots(slots_);
@@ -207,6 +260,7 @@ bool GradReducer::finish() {
     if (g != model_.grads()) model_.backend().to_device(model_.grads(), g, P * sizeof(float));
   }
   comm_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
+  rank_s_.assign(slots_.begin() + (ptrdiff_t)time_slots, slots_.begin() + (ptrdiff_t)time_slots + W);
   loss_ = 0;
   for (int s = 0; s < shards_; ++s) loss_ += slots_[(size_t)s];  // in shard order
   if (!exact()) return true;

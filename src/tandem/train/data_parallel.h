@@ -3,6 +3,7 @@
 // reduction over the global batch's shards, and the state every rank starts a group from.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,9 +54,22 @@ class RankGroup {
   // two ranks that differ, both).
   std::vector<int> diverged(const std::string& fingerprint) const;
 
+  // What the ranks decide together at the end of a step: each rank's verdict on it (0: good;
+  // the guard rejected it otherwise), and whether the group re-forms after it because ranks
+  // wait at the rendezvous to join (rank 0 asks the server once a second, in the background).
+  struct Agreement {
+    std::vector<int> verdicts;  // by rank
+    bool regroup = false;
+  };
+  Agreement agree(int my_verdict) const;
+  // Rank 0 asks the rendezvous now instead of at its next poll.
+  void check_growth_now();
+
  private:
+  struct Watch;
   std::shared_ptr<RendezvousClient> rdzv_;
   std::unique_ptr<Communicator> comm_;
+  std::shared_ptr<Watch> watch_;
   int64_t generation_ = 0;
 };
 
@@ -84,6 +98,12 @@ class GradReducer {
   const std::vector<int>& exponents() const { return sum_.exponents(); }
   void set_exponents(const std::vector<int>& e) { sum_.set_exponents(e); }
   double comm_seconds() const { return comm_s_; }  // time spent in collectives (total)
+  // Seconds each rank spent computing its shards in the last step (begin() to finish(),
+  // collectives excluded), by rank: what straggler detection compares.
+  const std::vector<double>& rank_seconds() const { return rank_s_; }
+  // Fault injection: flips bit `bit` of one value of this rank's gradient bucket in the next
+  // finish(), before the sum (`which` picks the value).
+  void flip_before_sum(int bit, uint64_t which) { flip_bit_ = bit, flip_which_ = which; }
   void set_comm_delay(double s) { delay_s_ = s; }   // fault injection: a slow link
 
  private:
@@ -96,6 +116,10 @@ class GradReducer {
   double loss_ = 0, comm_s_ = 0;
   bool plain_ = false;
   double delay_s_ = 0;
+  std::chrono::steady_clock::time_point began_;
+  std::vector<double> rank_s_;
+  int flip_bit_ = -1;
+  uint64_t flip_which_ = 0;
 };
 
 }  // namespace tandem

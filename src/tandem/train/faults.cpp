@@ -40,6 +40,9 @@ const std::map<std::string, FaultKind>& kinds() {
       {"erofs", FaultKind::kErofs},
       {"slow_replay", FaultKind::kSlowReplay},
       {"slow_comm", FaultKind::kSlowComm},
+      {"slow_rank", FaultKind::kSlowRank},
+      {"bitflip_bucket", FaultKind::kBitflipBucket},
+      {"pause", FaultKind::kPause},
   };
   return k;
 }
@@ -60,7 +63,7 @@ bool parse_seconds(const std::string& s, double& out) {
 
 bool is_bitflip(FaultKind k) {
   return k == FaultKind::kBitflipParam || k == FaultKind::kBitflipGrad ||
-         k == FaultKind::kBitflipAct;
+         k == FaultKind::kBitflipAct || k == FaultKind::kBitflipBucket;
 }
 
 }  // namespace
@@ -96,14 +99,25 @@ FaultPlan FaultPlan::parse(const std::string& spec) {
     f.rank = rank;
     if (is_bitflip(f.kind)) {
       const size_t colon = when.find(':');
+      // A bucket holds 64-bit integers: by default a high bit, a corruption the guard sees.
+      const int top = f.kind == FaultKind::kBitflipBucket ? 63 : 31;
+      if (f.kind == FaultKind::kBitflipBucket) f.bit = 61;
       if (colon != std::string::npos) {
         int64_t b = -1;
-        if (!parse_int(when.substr(colon + 1), b) || b > 31) bad("the bit must be 0..31");
+        if (!parse_int(when.substr(colon + 1), b) || b > top)
+          bad("the bit must be 0.." + std::to_string(top));
         f.bit = (int)b;
         when = when.substr(0, colon);
       }
     }
-    if (f.kind == FaultKind::kSlowComm) {
+    if (f.kind == FaultKind::kSlowRank) {
+      char* end = nullptr;
+      const std::string num = when.size() > 1 && when.back() == 'x' ? when.substr(0, when.size() - 1) : "";
+      f.factor = num.empty() ? 0 : std::strtod(num.c_str(), &end);
+      if (num.empty() || !end || *end || !(f.factor >= 1 && f.factor <= 1000))
+        bad("expected slow_rank@FACTORx with a factor in 1..1000, e.g. slow_rank@3x");
+      f.every = true;
+    } else if (f.kind == FaultKind::kSlowComm) {
       if (!parse_seconds(when, f.seconds)) bad("expected slow_comm@SECONDSs");
       f.every = true;
     } else if (f.kind == FaultKind::kSlowReplay) {
@@ -139,6 +153,13 @@ double FaultPlan::comm_delay() const {
   for (const Fault& f : faults_)
     if (f.kind == FaultKind::kSlowComm) d += f.seconds;
   return d;
+}
+
+double FaultPlan::slowdown() const {
+  double s = 1;
+  for (const Fault& f : faults_)
+    if (f.kind == FaultKind::kSlowRank) s *= f.factor;
+  return s;
 }
 
 FaultPlan FaultPlan::from_env() {

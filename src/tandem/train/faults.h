@@ -35,6 +35,11 @@ enum class FaultKind {
   kErofs,         // the directory is read-only during that checkpoint's write
   kSlowReplay,    // every recomputation of a step (rollback replay, replay check) takes T s more
   kSlowComm,      // data parallel: every collective of the rank starts T s late (a slow link)
+  kSlowRank,      // data parallel: the rank computes every step F times slower (a straggler)
+  kPause,         // every rank that has the run directory waits before step N until
+                  // RUN_DIR/faults.release exists (a test holds the run at a known step)
+  kBitflipBucket, // data parallel: flip bit B of one value of the rank's gradient bucket of
+                  // step N before the sum (64-bit fixed point; the float gradient when plain)
 };
 
 struct Fault {
@@ -44,7 +49,8 @@ struct Fault {
   double seconds = -1;   // time faults: after this many seconds (or the period / random bound)
   bool every = false;    // crash@every:T
   bool random = false;   // crash@random:T
-  int bit = 30;          // bit flips: which bit of the float32
+  int bit = 30;          // bit flips: which bit of the float32 (of the int64 for buckets)
+  double factor = 1;     // slow_rank: how many times slower
   int rank = -1;         // data parallel: "rankR:KIND@WHEN" acts on rank R only (-1: every rank)
 };
 
@@ -59,6 +65,8 @@ class FaultPlan {
   void set_rank(int rank);
   // slow_comm@Ts: the delay before each collective of this rank (0: none).
   double comm_delay() const;
+  // slow_rank@Fx: how many times slower this rank computes (1: not slowed).
+  double slowdown() const;
   // Loads RUN_DIR/faults.fired and sends fault events to `events`.
   // `marker` names the file (in run_dir) that records one-shot faults already fired; each
   // rank of a data-parallel run keeps its own.

@@ -68,6 +68,16 @@ RunStatus read_run_status(const std::string& dir) {
         s.world_sizes.emplace_back(t, ranks);
     }
     if (k == "restart") failures.emplace_back(t, e.value("reason", std::string("?")));
+    if (k == "regroup_restart") {
+      ++s.regroups;
+      failures.emplace_back(t, "regroup (ranks joined)");
+    }
+    if (k == "straggler")
+      s.stragglers.push_back({e.value("straggler_rank", -1), e.value("step", (int64_t)0),
+                              e.value("ratio", 0.0), false});
+    if (k == "straggler_recovered")
+      for (auto& x : s.stragglers)
+        if (x.rank == e.value("straggler_rank", -1)) x.recovered = true;
     if (k == "rank_diverged") s.diagnosis = e.value("message", "");
     if (k == "rollback") ++s.rollbacks;
     if (k == "transient_fault") ++s.transient_faults;
@@ -145,6 +155,13 @@ nlohmann::ordered_json RunStatus::dt_json() const {
   return a;
 }
 
+nlohmann::ordered_json RunStatus::stragglers_json() const {
+  nlohmann::ordered_json a = nlohmann::ordered_json::array();
+  for (const auto& x : stragglers)
+    a.push_back({{"rank", x.rank}, {"step", x.step}, {"ratio", x.ratio}, {"recovered", x.recovered}});
+  return a;
+}
+
 nlohmann::ordered_json RunStatus::to_json() const {
   return {{"run_dir", run_dir},
           {"state", state},
@@ -169,6 +186,8 @@ nlohmann::ordered_json RunStatus::to_json() const {
           {"last_fingerprint", last_fingerprint},
           {"world_sizes", ws_json()},
           {"downtime", dt_json()},
+          {"regroups", regroups},
+          {"stragglers", stragglers_json()},
           {"diagnosis", diagnosis}};
 }
 
@@ -205,6 +224,12 @@ std::string RunStatus::to_text() const {
     for (const auto& d : downtime) total += d.second;
     std::snprintf(buf, sizeof buf, "downtime     %.1f s over %zu restarts (failure to next step)\n",
                   total, downtime.size());
+    o << buf;
+  }
+  if (regroups) o << "regroups     " << regroups << " (ranks that came back joined)\n";
+  for (const auto& x : stragglers) {
+    std::snprintf(buf, sizeof buf, "straggler    rank %d from step %lld, %.1fx the others%s\n",
+                  x.rank, (long long)x.step, x.ratio, x.recovered ? " (recovered)" : "");
     o << buf;
   }
   if (!diagnosis.empty()) o << "diagnosis    " << diagnosis << "\n";

@@ -29,9 +29,18 @@ struct RunStatus {
   // restart the seconds from the failure to the next committed step.
   std::vector<std::pair<double, int>> world_sizes;  // (unix time, ranks)
   std::vector<std::pair<std::string, double>> downtime;  // (reason, seconds)
+  struct Straggler {
+    int rank;
+    int64_t step;     // when it was reported
+    double ratio;     // its compute time per step over the others' median
+    bool recovered;   // a later report says it caught up
+  };
+  std::vector<Straggler> stragglers;
+  int regroups = 0;  // planned re-forms to take in ranks that came back
   nlohmann::ordered_json to_json() const;
   nlohmann::ordered_json ws_json() const;
   nlohmann::ordered_json dt_json() const;
+  nlohmann::ordered_json stragglers_json() const;
   std::string to_text() const;
 };
 

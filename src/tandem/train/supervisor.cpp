@@ -215,7 +215,7 @@ int run_supervised(const RunConfig& cfg, std::vector<std::string> argv, bool res
       emit("worker_start", with_rank({{"worker_pid", (int64_t)pid}, {"attempt", attempt}}, w));
     }
 
-    bool stop_sent = false;
+    bool stop_sent = false, regrouped = false;
     int failed = -1;  // the first worker that ended badly
     auto alive = [&] {
       int n = 0;
@@ -265,7 +265,9 @@ int run_supervised(const RunConfig& cfg, std::vector<std::string> argv, bool res
           if (w.stopped_for_group) ex["stopped_for_group"] = true;
           open_events();
           emit("worker_exit", with_rank(ex, w));
-          const bool ok = WIFEXITED(w.status) && WEXITSTATUS(w.status) == 0;
+          const bool regroup = WIFEXITED(w.status) && WEXITSTATUS(w.status) == kExitRegroup;
+          regrouped = regrouped || regroup;
+          const bool ok = WIFEXITED(w.status) && (WEXITSTATUS(w.status) == 0 || regroup);
           if (!ok && failed < 0) {
             failed = (int)i;
             // The group cannot go on without it: the others are stopped and all restart.
@@ -311,6 +313,15 @@ int run_supervised(const RunConfig& cfg, std::vector<std::string> argv, bool res
       ::signal(SIGTERM, SIG_DFL);
       return rc;
     };
+    if (failed < 0 && regrouped && g_stop_requests == 0) {
+      // The group stopped at a step boundary to take in ranks that came back: start it again
+      // at once; nothing failed.
+      std::fprintf(stderr, "\n[supervisor] ranks are waiting to join: re-forming the group\n");
+      emit("regroup_restart", {{"attempt", attempt + 1}});
+      failures = 0;
+      backoff = sc.backoff_s;
+      continue;
+    }
     if (failed < 0) return end(stop_sent ? "stopped" : "finished", 0);
     if (g_stop_requests > 0) return end("stopped", code);
     if (WIFEXITED(status) && code == kExitDiagnosis) return end("diagnosis", code);

@@ -40,6 +40,9 @@
 #include "tandem/train/run_state.h"
 #include "tandem/train/schedule.h"
 #include "tandem/train/snapshot.h"
+#include "tandem/train/step.h"
+#include "tandem/train/straggler.h"
+#include "tandem/train/resume.h"
 
 namespace tandem {
 namespace {
@@ -49,7 +52,6 @@ void on_signal(int) { g_stop = 1; }
 
 // Validation draws from its own seed so it never shares windows with training order.
 constexpr uint64_t kValSeedXor = 0x76616c6964ull;
-constexpr uint64_t kStreamFault = 0x6661756c74ull;  // fault-injection choices
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -64,24 +66,17 @@ std::string fmt_duration(double s) {
   return buf;
 }
 
-// A checkpoint continues only the run that wrote it: the model must be the same, and so must
-// the seed (it fixes the data order). Batch-shape changes are allowed but end bit-exactness.
-void check_resumable(const RunConfig& ck, const RunConfig& now, const std::string& dir) {
-  const ModelConfig &a = ck.model, &b = now.model;
-  if (a.dim != b.dim || a.n_layers != b.n_layers || a.n_heads != b.n_heads ||
-      a.n_kv_heads != b.n_kv_heads || a.hidden_dim != b.hidden_dim ||
-      a.vocab_size != b.vocab_size || a.tie_embeddings != b.tie_embeddings ||
-      a.rope_theta != b.rope_theta || a.norm_eps != b.norm_eps)
-    fail("[train] checkpoint " + dir + " was trained with a different [model] config");
-  if (ck.train.seed != now.train.seed)
-    fail("[train] checkpoint " + dir + " was trained with train.seed = " +
-         std::to_string(ck.train.seed) + ", the config says " + std::to_string(now.train.seed));
-  if (ck.train.batch_size != now.train.batch_size || ck.train.seq_len != now.train.seq_len ||
-      ck.train.grad_accum != now.train.grad_accum)
-    std::fprintf(stderr,
-                 "[train] warning: batch_size, seq_len or grad_accum differ from %s; the run "
-                 "continues but is no longer comparable bit for bit with an uninterrupted one\n",
-                 dir.c_str());
+// A guard verdict as a number the ranks can sum (0: accepted).
+const char* const kVerdictKinds[] = {"", "non_finite", "loss_spike", "grad_spike",
+                                     "replay_mismatch"};
+int verdict_code(const GuardVerdict& v) {
+  if (v.ok) return 0;
+  for (int i = 1; i < 5; ++i)
+    if (v.kind == kVerdictKinds[i]) return i;
+  return 1;
+}
+std::string verdict_kind(int code) {
+  return code >= 1 && code < 5 ? kVerdictKinds[code] : "non_finite";
 }
 
 }  // namespace
@@ -95,7 +90,6 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   if (path_exists(cfg.out_dir) && !std::filesystem::is_directory(cfg.out_dir))
     fail("[train] run directory '" + cfg.out_dir + "' exists and is not a directory");
   FaultPlan faults = opts.faults ? FaultPlan::parse(*opts.faults) : FaultPlan::from_env();
-  const double replay_delay = faults.replay_delay();
   const std::string tok_path = cfg.data_dir + "/tokenizer.model";
   if (!path_exists(cfg.data_dir))
     fail("[train] data directory '" + cfg.data_dir +
@@ -193,60 +187,14 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
                 {{"dir", rejected_dirs[i]}, {"reason", rejected[i]}, {"moved_to", aside}});
   }
 
-  // ---- start fresh, or resume from the newest state that verifies: memory or disk ----
+  // ---- start fresh, or resume from the newest state that verifies: memory, disk, a rank ----
   RunState state(gc);
   SnapshotStore snap(inherited_snapshot_fd(), P);
   int64_t disk_step = -1;
   if (latest) disk_step = read_manifest(*latest)["step"].get<int64_t>();
-  std::optional<nlohmann::json> mem;
-  if (opts.resume) {
-    if (auto meta = snap.latest_meta()) {
-      try {
-        auto j = nlohmann::json::parse(*meta);
-        check_resumable(parse_run_config(j.at("config").get<std::string>(), "snapshot"), cfg,
-                        "in-memory snapshot");
-        if (j.at("tokenizer_sha256").get<std::string>() == tok.sha256() &&
-            j.at("step").get<int64_t>() > disk_step)
-          mem = j;
-      } catch (const std::exception& e) {
-        events.emit("snapshot_rejected", {{"reason", e.what()}});
-      }
-    }
-  }
-  if (const Fault* f = faults.fire(FaultKind::kCrashResume, 0))
-    faults.crash_now(*f, "loading the saved state");
-  std::string resumed_from;
-  if (mem) {
-    snap.restore(*be, model.params(), opt.m(), opt.v());
-    state.step = (*mem)["step"].get<int64_t>();
-    state.samples = (*mem)["samples"].get<int64_t>();
-    state.load_extra(*mem, true);
-    resumed_from = "memory";
-    events.emit("resumed", {{"from", "memory"}, {"step", state.step}, {"disk_step", disk_step}});
-  } else if (latest) {
-    CheckpointData ck = load_checkpoint(*latest, model.layout(), true);
-    check_resumable(parse_run_config(ck.state.config_text, *latest + "/manifest.json"), cfg,
-                    *latest);
-    if (ck.state.tokenizer_sha256 != tok.sha256())
-      fail("[train] checkpoint " + *latest + " was trained with a different tokenizer than " +
-           tok_path);
-    model.load_params(ck.params.data());
-    be->to_device(opt.m(), ck.m.data(), P * sizeof(float));
-    be->to_device(opt.v(), ck.v.data(), P * sizeof(float));
-    state.step = ck.state.step;
-    state.samples = ck.state.samples_consumed;
-    state.load_extra(ck.state.extra, true);
-    resumed_from = *latest;
-    events.emit("resumed", {{"from", "checkpoint"}, {"dir", *latest}, {"step", state.step}});
-  } else {
-    if (opts.resume && !rejected.empty())
-      std::fprintf(stderr, "[train] no checkpoint verifies; starting from scratch\n");
-    model.init(tc.seed);
-  }
   const int B = tc.batch_size, T = tc.seq_len, A = tc.grad_accum;
   GradReducer reducer(model, A, group);
   reducer.set_comm_delay(faults.comm_delay());
-  if (state.grad_exp.size() != reducer.exponents().size()) state.grad_exp = reducer.exponents();
   auto meta_json = [&] {
     nlohmann::json j = state.extra();
     j["step"] = state.step;
@@ -255,34 +203,20 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     j["tokenizer_sha256"] = tok.sha256();
     return j;
   };
-  if (group.comm()) {
-    // Every rank starts the group from the newest state any of them has (the others' copies
-    // of a replicated state are equal or older).
-    const int64_t have = (mem || latest) ? state.step : -1;
-    std::vector<float> p(P), m(P), v(P);
-    be->to_host(p.data(), model.params(), P * sizeof(float));
-    be->to_host(m.data(), opt.m(), P * sizeof(float));
-    be->to_host(v.data(), opt.v(), P * sizeof(float));
-    std::string meta = meta_json().dump();
-    const int64_t got = group.share_state(have, {p.data(), m.data(), v.data()}, P, meta);
-    if (got >= 0 && got != have) {
-      model.load_params(p.data());
-      be->to_device(opt.m(), m.data(), P * sizeof(float));
-      be->to_device(opt.v(), v.data(), P * sizeof(float));
-      auto j = nlohmann::json::parse(meta);
-      state.step = j["step"].get<int64_t>();
-      state.samples = j["samples"].get<int64_t>();
-      state.load_extra(j, true);
-      resumed_from = "rank";
-    }
-  }
-  if (!resumed_from.empty() && progress)
+  const StartPoint start = restore_start_state(
+      {cfg, opts.resume, latest, disk_step, tok.sha256(), tok_path,
+       [&] { return meta_json().dump(); }},
+      snap, model, opt, state, events, faults, group);
+  if (start.from.empty() && opts.resume && !rejected.empty())
+    std::fprintf(stderr, "[train] no checkpoint verifies; starting from scratch\n");
+  if (state.grad_exp.size() != reducer.exponents().size()) state.grad_exp = reducer.exponents();
+  if (!start.from.empty() && progress)
     std::fprintf(stderr, "[train] resumed from %s (step %lld)\n",
-                 resumed_from == "memory" ? "the in-memory snapshot"
-                 : resumed_from == "rank" ? "another rank's state"
-                                          : resumed_from.c_str(),
+                 start.from == "memory" ? "the in-memory snapshot"
+                 : start.from == "rank" ? "another rank's state"
+                                        : start.from.c_str(),
                  (long long)state.step);
-  if (!mem) snap.save(*be, model.params(), opt.m(), opt.v(), meta_json().dump());
+  if (!start.from_snapshot) snap.save(*be, model.params(), opt.m(), opt.v(), meta_json().dump());
 
   if (is_writer) atomic_write_file(cfg.out_dir + "/config.toml", config_text);
   MetricsLog metrics(is_writer ? log_dir + "metrics.jsonl" : "", state.step);
@@ -294,7 +228,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   const int64_t global_batch = (int64_t)B * A;
   const int64_t end_step =
       opts.stop_after > 0 ? std::min(opts.stop_after, tc.max_steps) : tc.max_steps;
-  std::vector<int32_t> inputs((size_t)A * B * T), targets((size_t)A * B * T);
+  StepBatch batch;
+  batch.resize(A, B, T);
   std::vector<float> replay_grads;
   model.reserve(B, T);
   model.zero_grads();
@@ -318,86 +253,17 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     st.extra = state.extra();
     return st;
   };
-  auto evaluate = [&]() {
-    // Batch i on rank i % world; the sum in batch order on every rank.
-    std::vector<double> slots((size_t)tc.eval_batches, 0.0);
-    for (int i = group.rank(); i < tc.eval_batches; i += group.world()) {
-      val_loader->fill((int64_t)i * B, inputs.data(), targets.data());
-      model.forward(inputs.data(), B, T);
-      slots[(size_t)i] = model.loss(targets.data(), 0.f, false);
-      hb.beat();
-    }
-    group.sum_slots(slots);
-    double sum = 0;
-    for (double x : slots) sum += x;
-    return sum / ((double)tc.eval_batches * B * T);
-  };
-  // A nonzero element of a device array whose bit `bit` is clear (so flipping it sets the bit),
-  // starting from a place chosen by the step (fault injection).
-  auto pick = [&](const float* dev, size_t n, int64_t step, int bit) {
-    size_t i = rng_u64(tc.seed, kStreamFault, (uint64_t)step) % n;
-    for (size_t k = 0; k < n; ++k, i = (i + 1) % n) {
-      float x;
-      be->to_host(&x, dev + i, sizeof x);
-      uint32_t u;
-      std::memcpy(&u, &x, 4);
-      if (std::fabs(x) > 1e-30f && !(u >> bit & 1u)) return i;
-    }
-    return i;
-  };
-  // Garbage tokens in place of a batch: a loss spike (fault injection).
-  auto garble = [&](int64_t salt) {
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      inputs[i] = (int32_t)(rng_u64(salt, kStreamFault, 2 * i) % (uint64_t)cfg.model.vocab_size);
-      targets[i] =
-          (int32_t)(rng_u64(salt, kStreamFault, 2 * i + 1) % (uint64_t)cfg.model.vocab_size);
-    }
-  };
-  // Forward and backward over the step's micro-batches; returns (mean loss, gradient norm).
-  // Every unit of work beats the supervisor's heartbeat: a micro-batch here, an evaluation
-  // batch, a rollback, a checkpoint file. A slow phase (replays, evaluation, a checkpoint
-  // wait) is progress; only silence is a hang.
+  // Forward and backward, then the reduction over the ranks. Every unit of work beats the
+  // supervisor's heartbeat: a micro-batch, an evaluation batch, a rollback, a checkpoint file.
+  // A slow phase (replays, evaluation, a checkpoint wait) is progress; only silence is a hang.
   auto beat = [&] { hb.beat(); };
-  auto compute = [&](int64_t n, float dscale, int64_t valid, bool inject, bool replay) {
-    if (replay && replay_delay > 0)  // slow_replay: a recomputation that takes longer
-      std::this_thread::sleep_for(std::chrono::duration<double>(replay_delay));
-    // This rank's shards of the global batch, then their exact sum over the ranks. A step
-    // whose gradients left the fixed-point window is computed again with refitted scales.
-    reducer.set_exponents(state.grad_exp);
-    for (int attempt = 0;; ++attempt) {
-      reducer.begin();
-      model.zero_grads();
-      for (int k = 0; k < reducer.my_shards(); ++k) {
-        const int a = reducer.first_shard() + k;
-        if (reducer.exact() && k > 0) model.zero_grads();
-        model.forward(inputs.data() + (size_t)a * B * T, B, T);
-        if (inject && a == 0 && attempt == 0)
-          if (const Fault* f = faults.fire(FaultKind::kBitflipAct, n)) {
-            const size_t nl = (size_t)B * T * cfg.model.vocab_size;
-            float* logits = const_cast<float*>(model.logits());
-            flip_bit(*be, logits, pick(logits, nl, n, f->bit), f->bit);
-          }
-        const double l = model.loss(targets.data() + (size_t)a * B * T, dscale, true);
-        model.backward();
-        reducer.add_shard(a, l);
-        beat();
-      }
-      if (reducer.finish()) break;
-      events.emit("grad_scale_refit", {{"step", n}, {"attempt", attempt + 1}});
-    }
-    const double loss_sum = reducer.loss_sum();
-    if (inject) {
-      const float nan = std::numeric_limits<float>::quiet_NaN();
-      const float inf = std::numeric_limits<float>::infinity();
-      if (faults.fire(FaultKind::kNanGrad, n))
-        be->to_device(model.grads() + pick(model.grads(), P, n, 31), &nan, 4);
-      if (faults.fire(FaultKind::kInfGrad, n))
-        be->to_device(model.grads() + pick(model.grads(), P, n, 31), &inf, 4);
-      if (const Fault* f = faults.fire(FaultKind::kBitflipGrad, n))
-        flip_bit(*be, model.grads(), pick(model.grads(), P, n, f->bit), f->bit);
-    }
-    const double loss = valid > 0 ? loss_sum / (double)valid : 0.0;
-    return std::make_pair(loss, grad_norm(model));
+  StepComputer stepper(model, *be, reducer, faults, own_events, tc.seed);
+  StragglerWatch stragglers(cfg.supervisor.straggler_factor, cfg.supervisor.straggler_window);
+  const SupervisorConfig& sc = cfg.supervisor;
+  auto evaluate = [&]() {
+    return evaluate_loss(
+        model, group, tc.eval_batches, B, T,
+        [&](int64_t i, int32_t* in, int32_t* tg) { val_loader->fill(i * B, in, tg); }, beat);
   };
 
   // The step and batch of an anomaly being replayed (-1: none).
@@ -417,23 +283,30 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       // test can hold a run at a known step for as long as it needs.
       while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+    if (path_exists(cfg.out_dir) && faults.fire(FaultKind::kPause, n)) {
+      // Before the step's collectives, so the group's deadlines do not run; then rank 0 looks
+      // at the rendezvous at once (a test that held the run lets ranks join meanwhile).
+      const std::string release = cfg.out_dir + "/faults.release";
+      while (!path_exists(release) && !g_stop) {
+        hb.beat();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      group.check_growth_now();
+    }
     if (const Fault* f = faults.fire(FaultKind::kBitflipParam, n))
-      flip_bit(*be, model.params(), pick(model.params(), P, n, f->bit), f->bit);
+      flip_bit(*be, model.params(), stepper.pick(model.params(), P, n, f->bit), f->bit);
     while (state.is_skipped(state.samples)) state.samples += global_batch;
     const int64_t s0 = state.samples;
     const float lr = lr_at(state.step, tc.lr, tc.min_lr, tc.warmup_steps, tc.max_steps);
     for (int a = 0; a < A; ++a)
-      train_loader.fill(s0 + (int64_t)a * B, inputs.data() + (size_t)a * B * T,
-                        targets.data() + (size_t)a * B * T);
+      train_loader.fill(s0 + (int64_t)a * B, batch.inputs.data() + (size_t)a * B * T,
+                        batch.targets.data() + (size_t)a * B * T);
     const bool poisoned = s0 % global_batch == 0 && faults.poisoned_step(s0 / global_batch + 1);
     if (poisoned)
       events.emit("fault_injected", {{"fault", "bad_batch"}, {"detail", "samples " + std::to_string(s0)}});
-    if (poisoned || faults.fire(FaultKind::kSpike, n)) garble(s0 + 1);
-    int64_t valid = 0;
-    for (int32_t t : targets) valid += t >= 0;
-    const float dscale = valid > 0 ? 1.0f / (float)valid : 0.f;
+    if (poisoned || faults.fire(FaultKind::kSpike, n)) stepper.garble(batch, s0 + 1, cfg.model.vocab_size);
     // A step computed again after a rollback (up to the one that failed) is a replay.
-    auto [loss, gnorm] = compute(n, dscale, valid, true, pending_step >= n);
+    auto [loss, gnorm] = stepper.run(batch, n, state.grad_exp, true, pending_step >= n, beat);
     if (const Fault* f = faults.fire(FaultKind::kCrash, n))
       faults.crash_now(*f, "step " + std::to_string(n) + " (before its update)");
 
@@ -443,7 +316,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       // computes wrong without crashing shows up here.
       replay_grads.resize(P);
       be->to_host(replay_grads.data(), model.grads(), P * sizeof(float));
-      auto [loss2, gnorm2] = compute(n, dscale, valid, false, true);
+      auto [loss2, gnorm2] = stepper.run(batch, n, state.grad_exp, false, true, beat);
       std::vector<float> g2(P);
       be->to_host(g2.data(), model.grads(), P * sizeof(float));
       const bool same = std::memcmp(g2.data(), replay_grads.data(), P * sizeof(float)) == 0 &&
@@ -451,6 +324,14 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       events.emit("replay_check", {{"step", n}, {"match", same}});
       if (!same) verdict = {false, "replay_mismatch", 0};
     }
+    // The ranks judge together: a step one rank rejects is rejected by all (a fault on one
+    // rank's device must not split the replicas).
+    const RankGroup::Agreement agreed = group.agree(verdict_code(verdict));
+    std::vector<int> rejecting;
+    for (int r = 0; r < (int)agreed.verdicts.size(); ++r)
+      if (agreed.verdicts[(size_t)r] != 0) rejecting.push_back(r);
+    if (verdict.ok && !rejecting.empty())
+      verdict = {false, verdict_kind(agreed.verdicts[(size_t)rejecting[0]]), 0};
     if (!gc.enabled && !verdict.ok) {
       // Guard off: a non-finite step is simply not applied.
       events.emit("anomaly", {{"step", n}, {"kind", verdict.kind}, {"action", "update skipped"}});
@@ -463,7 +344,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
                               {"loss", std::isfinite(loss) ? nlohmann::json(loss) : nullptr},
                               {"grad_norm", std::isfinite(gnorm) ? nlohmann::json(gnorm) : nullptr},
                               {"score", verdict.score},
-                              {"samples", s0}});
+                              {"samples", s0},
+                              {"ranks", rejecting}});
       std::fprintf(stderr, "%s[guard] step %lld: %s (loss %.4g, grad norm %.4g)\n",
                    tty ? "\n" : "", (long long)n, verdict.kind.c_str(), loss, gnorm);
       if (pending_step == n && pending_samples == s0) {
@@ -543,8 +425,25 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
         std::fprintf(stderr, "%sstep %lld | val loss %.4f\n", tty ? "\n" : "", (long long)n,
                      res.last_val_loss);
     }
-    if (n % cc.snapshot_every == 0 || n == end_step)
+    for (const StragglerWatch::Change& c : stragglers.observe(reducer.rank_seconds())) {
+      events.emit(c.slow ? "straggler" : "straggler_recovered",
+                  {{"step", n}, {"straggler_rank", c.rank}, {"ratio", c.ratio},
+                   {"rank_s", c.rank_s}, {"others_s", c.others_s}, {"window", sc.straggler_window}});
+      if (progress)
+        std::fprintf(stderr, "%s[dist] rank %d %s: %.2f s per step against %.2f s for the others\n",
+                     tty ? "\n" : "", c.rank, c.slow ? "is a straggler" : "has recovered",
+                     c.rank_s, c.others_s);
+    }
+    if (n % cc.snapshot_every == 0 || n == end_step || agreed.regroup)
       snap.save(*be, model.params(), opt.m(), opt.v(), meta_json().dump());
+    if (agreed.regroup) {
+      // Ranks wait at the rendezvous: stop here (the snapshot holds this step) and restart
+      // into the larger group, which every rank joins from this state.
+      events.emit("regroup", {{"step", n}, {"ranks", group.world()},
+                              {"reason", "ranks waiting to join"}});
+      res.regroup = true;
+      break;
+    }
     if (gc.fingerprint_every > 0 && n % gc.fingerprint_every == 0) {
       StateFingerprint fp = fingerprint(*be, model.layout(), model.params(), opt.m(), opt.v());
       events.emit("fingerprint",
@@ -601,7 +500,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   res.step = state.step;
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
-  if (!res.diagnosis.empty()) return res;
+  if (!res.diagnosis.empty() || res.regroup) return res;
   if (g_stop) {
     std::fprintf(stderr, "[train] interrupted at step %lld: saving a checkpoint\n",
                  (long long)state.step);

@@ -25,10 +25,14 @@ struct TrainResult {
   std::string last_checkpoint;
   int rollbacks = 0, skipped_batches = 0, transient_faults = 0;
   std::string diagnosis;  // set when the guard stopped the run (no checkpoint is written then)
+  bool regroup = false;   // data parallel: stopped after a step so that a larger group forms
 };
 
 // Exit status of `tandem train` when the guard stops a run: a supervisor must not restart it.
 constexpr int kExitDiagnosis = 3;
+// Exit status of a rank that stopped at a step boundary for its group to re-form larger (ranks
+// wait at the rendezvous): its state is in the snapshot; the supervisor restarts it at once.
+constexpr int kExitRegroup = 4;
 
 TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts);
 

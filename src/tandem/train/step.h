@@ -1,0 +1,69 @@
+// The phases of one training step that every kind of training shares: the batch (A
+// micro-batches of B x T tokens, targets < 0 masked out of the loss), forward and backward over
+// the shards this rank computes, and the reduction of their gradients over the ranks. The loop
+// (trainer.cpp) judges the result and commits it; fault injection that acts inside the step
+// lives here too, so a test can corrupt exactly one phase.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <utility>
+#include <vector>
+
+namespace tandem {
+
+class Backend;
+class EventLog;
+class FaultPlan;
+class GradReducer;
+class Llama;
+class RankGroup;
+
+// The global batch of one step.
+struct StepBatch {
+  int A = 1, B = 1, T = 1;               // micro-batches, rows per micro-batch, tokens per row
+  std::vector<int32_t> inputs, targets;  // A * B * T each, micro-batch after micro-batch
+  void resize(int a, int b, int t);
+  const int32_t* inputs_of(int a) const { return inputs.data() + (size_t)a * B * T; }
+  const int32_t* targets_of(int a) const { return targets.data() + (size_t)a * B * T; }
+  int64_t valid() const;  // targets that count in the loss
+};
+
+struct StepResult {
+  double loss = 0;       // mean over the valid targets of the whole global batch
+  double grad_norm = 0;  // of the summed gradient (in model.grads() on every rank)
+};
+
+class StepComputer {
+ public:
+  StepComputer(Llama& model, Backend& be, GradReducer& reducer, FaultPlan& faults,
+               EventLog& events, uint64_t seed);
+  // Forward and backward over this rank's shards, then their exact sum over the ranks; a step
+  // whose gradients left the fixed-point window is computed again with refitted scales.
+  // `grad_exp`: the scales to start from. `inject`: this computation may fire faults of the
+  // step; `replay`: it recomputes a step (slow_replay delays it).
+  StepResult run(const StepBatch& b, int64_t step, const std::vector<int>& grad_exp,
+                 bool inject, bool replay, const std::function<void()>& beat);
+
+  // Fault injection. A nonzero element of a device array whose bit `bit` is clear (so that
+  // flipping it sets the bit), from a place chosen by the step.
+  size_t pick(const float* dev, size_t n, int64_t step, int bit) const;
+  // Garbage tokens in place of the batch: a loss spike.
+  void garble(StepBatch& b, int64_t salt, int vocab) const;
+
+ private:
+  Llama& model_;
+  Backend& be_;
+  GradReducer& reducer_;
+  FaultPlan& faults_;
+  EventLog& events_;
+  uint64_t seed_;
+};
+
+// The validation loss over `batches` batches of B x T: batch i on rank i % world, summed in
+// batch order on every rank. `fill(i, inputs, targets)` draws batch i.
+double evaluate_loss(Llama& model, const RankGroup& group, int batches, int B, int T,
+                     const std::function<void(int64_t, int32_t*, int32_t*)>& fill,
+                     const std::function<void()>& beat);
+
+}  // namespace tandem
