@@ -13,6 +13,7 @@ import tempfile
 import time
 import unittest
 import json
+import random
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -138,6 +139,114 @@ class KilledRanks(unittest.TestCase):
         text = h.run(["status", d]).stdout
         self.assertIn("ranks        3", text)
         self.assertIn("downtime", text)
+
+def committed_step(run_dir):
+    """The newest step in the metrics log (what the run has committed), or 0."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    last = 0
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if "loss" in r:
+                    last = r["step"]
+    return last
+
+
+def running_worker(run_dir, rank):
+    """The pid of `rank` once its group trains (it started after the last exit and committed a
+    step since), else None."""
+    ev = h.events(run_dir)
+    last_exit = max([e["t"] for e in ev if e["event"] == "worker_exit"], default=0)
+    starts = [e["t"] for e in ev if e["event"] == "train_start" and e["t"] > last_exit]
+    if not starts:
+        return None
+    timing = os.path.join(run_dir, "timing.jsonl")
+    if not os.path.exists(timing):
+        return None
+    with open(timing) as f:
+        stepped = any(json.loads(l).get("t", 0) > starts[-1] for l in f if l.strip().endswith("}"))
+    if not stepped:
+        return None
+    exited = {e["worker_pid"] for e in ev if e["event"] == "worker_exit"}
+    pids = [e["worker_pid"] for e in ev if e["event"] == "worker_start" and e["rank"] == rank]
+    return pids[-1] if pids and pids[-1] not in exited else None
+
+
+class Chaos(unittest.TestCase):
+    """Four ranks; random ranks SIGKILLed and SIGSTOPped at random moments (rank 0 among them,
+    and rank 0 killed inside a checkpoint write), each replaced by the supervisor: the run ends
+    with the bits of the uninterrupted one, and every fault is found in bounded time."""
+
+    def test_random_kills_and_stops_of_four_ranks_end_with_the_same_bits(self):
+        want = reference()
+        seed = int(os.environ.get("CHAOS_SEED", random.randrange(1 << 30)))
+        rng = random.Random(seed)
+        print(f"\nchaos seed {seed} (CHAOS_SEED reruns it)", file=sys.stderr)
+        timeout = 3.0
+        cfg = config("chaos", supervisor={"collective_timeout_s": timeout, "backoff_s": 0.05},
+                     checkpoint={"every_steps": 5})
+        d = os.path.join(WORK, "chaos")
+        # Rank 0 dies inside the checkpoint write of step 25: half-written files are never
+        # loaded and are cleaned up.
+        proc = h.start(["train", cfg, "--out-dir", d, "--threads", "1", "--nproc", "4",
+                        "--inject", "rank0:ckpt_crash@25"])
+        self.addCleanup(lambda: proc.poll() is None and os.killpg(proc.pid, signal.SIGKILL))
+        plan = [(0, signal.SIGKILL), (rng.randrange(4), signal.SIGSTOP)]
+        plan += [(rng.randrange(4), rng.choice([signal.SIGKILL, signal.SIGSTOP])) for _ in range(2)]
+        rng.shuffle(plan)
+        at = sorted(rng.sample(range(6, 52), len(plan)))
+        sent = []  # (rank, signal, pid, time sent)
+        deadline = time.time() + 900
+        for (rank, sig), step in zip(plan, at):
+            while True:
+                self.assertIsNone(proc.poll(), "the run ended early")
+                self.assertLess(time.time(), deadline)
+                pid = running_worker(d, rank)
+                if pid and committed_step(d) >= step:
+                    break
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0, 0.3))  # a random moment inside a step
+            t = time.time()
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                continue
+            sent.append((rank, sig, pid, t))
+        rc = proc.wait(timeout=900)
+        err = proc.stderr.read()
+        proc.stderr.close()
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertEqual(h.final_state(d, STEPS), want, f"seed {seed}")
+        self.assertEqual(h.temporaries(d), [])
+        ev = h.events(d)
+        self.assertTrue(any(e["event"] == "fault_injected" and e["fault"] == "rank0:ckpt_crash@25"
+                            for e in ev))
+        exits = {e["worker_pid"]: e for e in ev if e["event"] == "worker_exit"}
+        report = []
+        for rank, sig, pid, t in sent:
+            ex = exits.get(pid)
+            self.assertIsNotNone(ex, f"rank {rank} (pid {pid}) never exited")
+            self.assertEqual(ex.get("signal"), signal.SIGKILL)
+            self.assertGreaterEqual(ex["t"], t - 0.05)
+            if sig == signal.SIGKILL and ex["t"] >= t - 0.05:
+                found = ex["t"] - t  # the supervisor reaps it
+            else:
+                # A stopped rank holds its connections open: the others' deadline finds it.
+                failed = [e for e in ev if e["event"] == "collective_failed" and e["t"] >= t]
+                self.assertTrue(failed, f"stopped rank {rank} was not detected")
+                self.assertEqual(failed[0]["kind"], "timeout")
+                found = failed[0]["t"] - t
+                self.assertGreaterEqual(failed[0]["waited_s"], timeout - 0.5)
+            report.append(f"rank {rank} {signal.Signals(sig).name}: detected after {found:.2f} s")
+            self.assertLess(found, timeout + 60, report[-1])  # the deadline, plus a slow machine
+        print("\n".join(report), file=sys.stderr)
+        st = h.status(d)
+        self.assertGreaterEqual(st["restarts"], len(sent) + 1)
+        self.assertEqual(st["world_sizes"][-1]["ranks"], 4)
 
 
 class Shrink(unittest.TestCase):

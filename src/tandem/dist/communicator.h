@@ -25,11 +25,16 @@ size_t comm_type_size(CommType t);
 class CommError : public Error {
  public:
   enum class Kind { kTimeout, kPeerLost, kAborted };
-  CommError(Kind kind, const std::string& msg) : Error(msg), kind_(kind) {}
+  CommError(Kind kind, const std::string& msg, double waited_s = -1)
+      : Error(msg), kind_(kind), waited_s_(waited_s) {}
   Kind kind() const { return kind_; }
+  // How long the failed call waited before it failed (-1: unknown): for a hung peer, the
+  // time it took to detect it.
+  double waited_s() const { return waited_s_; }
 
  private:
   Kind kind_;
+  double waited_s_;
 };
 
 class Communicator {

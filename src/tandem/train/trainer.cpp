@@ -491,7 +491,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
                                                                : "peer_lost";
     own_events.emit("collective_failed",
                 {{"step", state.step + 1}, {"rank", group.rank()}, {"kind", kind},
-                 {"message", e.what()}});
+                 {"waited_s", e.waited_s()}, {"message", e.what()}});
     throw;
   }
   if (tty && progress) std::fprintf(stderr, "\n");

@@ -251,6 +251,10 @@ class GlooCommunicator : public Communicator {
   void run(const char* what, void* buf, size_t bytes, const void* in, size_t in_bytes, F f) {
     (void)in;
     (void)in_bytes;
+    const auto began = std::chrono::steady_clock::now();
+    auto waited = [&] {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+    };
     std::unique_lock<std::mutex> g(ch_->mu);
     if (aborted_)
       throw CommError(CommError::Kind::kAborted,
@@ -271,7 +275,8 @@ class GlooCommunicator : public Communicator {
       throw CommError(ended ? CommError::Kind::kAborted : CommError::Kind::kTimeout,
                       std::string("[dist] rank ") + std::to_string(rank_) + ": " + what +
                           (ended ? " aborted" : " timed out after " +
-                                                    std::to_string(timeout().count()) + " ms"));
+                                                    std::to_string(timeout().count()) + " ms"),
+                      waited());
     }
     in_flight_ = false;
     if (ch_->err) {
@@ -288,7 +293,8 @@ class GlooCommunicator : public Communicator {
       throw CommError(k, std::string("[dist] rank ") + std::to_string(rank_) + ": " + what +
                              (timed_out ? " timed out after " + std::to_string(timeout().count()) + " ms"
                                         : " lost a peer") +
-                             " (" + why + ")");
+                             " (" + why + ")",
+                     waited());
     }
     if (buf && bytes) std::memcpy(buf, ch_->a.data(), bytes);
   }
