@@ -18,7 +18,7 @@
 #include "tandem/core/error.h"
 #include "tandem/core/rng.h"
 #include "tandem/model/llama.h"
-#include "tandem/train/config.h"
+#include "tandem/ckpt/config.h"
 #include "tandem/train/optimizer.h"
 
 using namespace tandem;

@@ -6,6 +6,7 @@
 
 #include "data_test_util.h"
 #include "tandem/core/hash.h"
+#include "tandem/data/chat.h"
 #include "tandem/data/tokenizer.h"
 
 namespace tandem {
@@ -32,7 +33,9 @@ TEST_F(TokenizerTest, TrainsRequestedVocabWithSpecialIds) {
   EXPECT_EQ(tok.vocab_size(), 400);
   EXPECT_EQ(tok.bos_id(), 1);
   EXPECT_EQ(tok.eos_id(), 2);
-  EXPECT_EQ(tok.id_to_piece(3), "<0x00>");
+  EXPECT_EQ(tok.id_to_piece(3), "<|im_start|>");  // reserved for the chat format
+  EXPECT_EQ(tok.id_to_piece(4), "<|im_end|>");
+  EXPECT_EQ(tok.id_to_piece(5), "<0x00>");
   EXPECT_EQ(tok.sha256(), sha256_file(dir_.file("tok.model")));
   EXPECT_TRUE(std::filesystem::exists(dir_.file("tok.vocab")));
   // Merges were learned: a common word is shorter than its letters.
@@ -105,6 +108,52 @@ TEST_F(TokenizerTest, DecodeRejectsOutOfRangeIds) {
 TEST_F(TokenizerTest, TrainingIsDeterministic) {
   train_tokenizer({corpus_}, dir_.file("again"), 400);
   EXPECT_EQ(sha256_file(dir_.file("again.model")), sha256_file(dir_.file("tok.model")));
+}
+
+TEST_F(TokenizerTest, ReservedChatTokensAreWholeTokensTheCorpusNeverProduces) {
+  Tokenizer tok = load();
+  EXPECT_TRUE(has_chat_format(tok));
+  EXPECT_EQ(tok.reserved(), kReservedPieces);
+  EXPECT_EQ(tok.piece_id(kTurnStart), 3);
+  EXPECT_EQ(tok.piece_id(kTurnEnd), 4);
+  EXPECT_EQ(tok.piece_id("no such piece"), -1);
+  const auto pieces = tok.pieces();
+  EXPECT_EQ(pieces[3].type, 4);  // GGUF's user-defined
+  EXPECT_EQ(pieces[5].type, 6);  // a byte
+  for (int32_t id : tok.encode(test::make_corpus(50))) EXPECT_TRUE(id != 3 && id != 4);
+  // Between reserved tokens, each stretch of text is encoded on its own.
+  std::vector<int32_t> want = {3};
+  for (int32_t t : tok.encode("user\nhi there")) want.push_back(t);
+  want.push_back(4);
+  for (int32_t t : tok.encode("\n")) want.push_back(t);
+  want.push_back(3);
+  EXPECT_EQ(tok.encode_with_specials("<|im_start|>user\nhi there<|im_end|>\n<|im_start|>"), want);
+  EXPECT_EQ(tok.encode_with_specials("plain text"), tok.encode("plain text"));
+  EXPECT_EQ(tok.encode_with_specials(""), std::vector<int32_t>{});
+}
+
+TEST_F(TokenizerTest, ATokenizerTrainedWithoutReservedTokensHasNoChatFormat) {
+  TokenizerTrainOptions o;
+  o.reserve = false;  // as every tokenizer was before the chat format
+  train_tokenizer({corpus_}, dir_.file("old"), 400, o);
+  Tokenizer tok = Tokenizer::load(dir_.file("old.model"));
+  EXPECT_FALSE(has_chat_format(tok));
+  EXPECT_TRUE(tok.reserved().empty());
+  EXPECT_EQ(tok.id_to_piece(3), "<0x00>");
+  EXPECT_EQ(tok.encode_with_specials("User: hi"), tok.encode("User: hi"));
+}
+
+TEST(ChatTemplate, RendersChatMLTurnsAndTheGenerationPrompt) {
+  const std::vector<ChatMessage> m = {{"system", "Be brief."}, {"user", "2+2?"},
+                                      {"assistant", "4"}};
+  EXPECT_EQ(render_chat_template(m, false),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
+            "<|im_start|>assistant\n4<|im_end|>\n");
+  EXPECT_EQ(render_chat_template({{"user", "hi"}}, true),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  // The Jinja twin names the same markers (llama.cpp renders it in tests/export).
+  EXPECT_NE(chat_template_jinja().find("'<|im_start|>' + message['role'] + '\\n'"),
+            std::string::npos);
 }
 
 TEST(TokenizerErrors, LoadNamesTheMissingOrBadFile) {

@@ -3,9 +3,29 @@
 // (end-of-sequence is just another token here), optionally with the logits at every generated
 // position. Prints JSON.
 //   node tests/export/llama_cpp.mjs MODEL.gguf N_TOKENS [--logits] PROMPT [PROMPT...]
+//   node tests/export/llama_cpp.mjs MODEL.gguf --chat MESSAGES_JSON
+// --chat: the GGUF's tokenizer.chat_template rendered by llama.cpp's own Jinja engine for the
+// messages (with the generation prompt), and llama.cpp's tokens for it (BOS, special tokens
+// parsed).
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
 
 const args = process.argv.slice(2);
+if (args[1] === '--chat') {
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  const model = await llama.loadModel({ modelPath: args[0] });
+  const template = model.fileInfo.metadata.tokenizer.chat_template;
+  if (!template) {
+    console.error('the GGUF has no tokenizer.chat_template');
+    process.exit(3);
+  }
+  const renderer = new llama._bindings.AddonJinjaRenderer(template);
+  const text = renderer.render({ messages: JSON.parse(args[2]), add_generation_prompt: true });
+  const tokens = [model.tokens.bos, ...model.tokenize(text, true)];
+  console.log(JSON.stringify({ template, text, tokens, eot: model.tokens.eot }));
+  await model.dispose();
+  await llama.dispose();
+  process.exit(0);
+}
 const withLogits = args.includes('--logits');
 const [modelPath, nArg, ...prompts] = args.filter((a) => a !== '--logits');
 if (!modelPath || !nArg || prompts.length === 0) {

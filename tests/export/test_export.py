@@ -14,8 +14,10 @@ the exported config.json and model.safetensors matches Tandem's logits.
 
   TANDEM_BIN=... TANDEM_SERVE_MODEL=RUN_DIR /usr/bin/python3 tests/export/test_export.py
 """
+import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -159,6 +161,63 @@ class HuggingFace(unittest.TestCase):
                                capture_output=True, text=True)
             self.assertEqual(r.returncode, 1)
             self.assertIn("already exists", r.stderr)
+
+
+class ChatTemplate(unittest.TestCase):
+    """The chat format travels with the model: llama.cpp renders the GGUF's template with its
+    own Jinja engine and tokenizes it, and gets the tokens `tandem serve` feeds the model for
+    the same messages; the Hugging Face export carries the same template."""
+
+    MESSAGES = [{"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": "Who said: let there be light?"},
+                {"role": "assistant", "content": "God."},
+                {"role": "user", "content": "And then, 12 + 30?"}]
+
+    def serve_prompt_tokens(self):
+        proc = subprocess.Popen([BIN, "serve", "-c", MODEL, "--port", "0", "--threads", "2",
+                                 "--model-name", "m"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stderr.readline()
+            m = re.search(r"listening on http://([\d.]+):(\d+)", line)
+            self.assertIsNotNone(m, line)
+            c = http.client.HTTPConnection(m.group(1), int(m.group(2)), timeout=120)
+            c.request("POST", "/v1/chat/completions", body=json.dumps(
+                {"model": "m", "messages": self.MESSAGES, "max_tokens": 1,
+                 "return_token_ids": True}))
+            r = c.getresponse()
+            body = json.loads(r.read())
+            self.assertEqual(r.status, 200, body)
+            return body["prompt_token_ids"][0]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    def test_serve_and_llama_cpp_give_the_same_prompt_tokens(self):
+        with tempfile.TemporaryDirectory() as d:
+            gguf = os.path.join(d, "m.gguf")
+            tandem("export", "-c", MODEL, "-f", "gguf", "-o", gguf)
+            r = subprocess.run(["node", os.path.join(HERE, "llama_cpp.mjs"), gguf, "--chat",
+                                json.dumps(self.MESSAGES)],
+                               capture_output=True, text=True, timeout=600, cwd=HERE)
+            self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+            peer = json.loads(r.stdout)
+            hf = os.path.join(d, "hf")
+            tandem("export", "-c", MODEL, "-f", "hf", "-o", hf)
+            with open(os.path.join(hf, "tokenizer_config.json")) as f:
+                hf_template = json.load(f)["chat_template"]
+        # What the template says, written out here independently.
+        want = ("<|im_start|>system\nAnswer in one word.<|im_end|>\n"
+                "<|im_start|>user\nWho said: let there be light?<|im_end|>\n"
+                "<|im_start|>assistant\nGod.<|im_end|>\n"
+                "<|im_start|>user\nAnd then, 12 + 30?<|im_end|>\n<|im_start|>assistant\n")
+        self.assertEqual(peer["text"], want)
+        self.assertEqual(hf_template, peer["template"])
+        ours = self.serve_prompt_tokens()
+        self.assertEqual(ours, peer["tokens"])
+        self.assertEqual(ours.count(3), 5)  # <|im_start|>, one per turn and the prompt's
+        self.assertEqual(ours.count(4), 4)  # <|im_end|>
+        self.assertEqual(peer["eot"], 4)  # llama.cpp ends the assistant's turn there
 
 
 class Verify(unittest.TestCase):

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tandem/infer/engine.h"
-#include "tandem/train/checkpoint.h"
+#include "tandem/ckpt/checkpoint.h"
 #include "tandem/train/trainer.h"
 #include "train_test_util.h"
 

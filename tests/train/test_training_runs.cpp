@@ -5,7 +5,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "tandem/train/checkpoint.h"
+#include "tandem/ckpt/checkpoint.h"
 #include "tandem/train/trainer.h"
 #include "train_test_util.h"
 

@@ -15,7 +15,7 @@
 
 #include "../common/test_util.h"
 #include "tandem/data/prepare.h"
-#include "tandem/train/config.h"
+#include "tandem/ckpt/config.h"
 
 namespace tandem::test {
 

@@ -5,7 +5,7 @@
 #include "tandem/backend/backend.h"
 #include "tandem/cli/commands.h"
 #include "tandem/core/error.h"
-#include "tandem/train/config.h"
+#include "tandem/ckpt/config.h"
 
 namespace tandem::cli {
 

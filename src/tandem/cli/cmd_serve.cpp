@@ -8,6 +8,7 @@
 
 #include "tandem/cli/commands.h"
 #include "tandem/core/error.h"
+#include "tandem/data/chat.h"
 #include "tandem/infer/engine.h"
 #include "tandem/infer/quant.h"
 #include "tandem/serve/server.h"
@@ -76,6 +77,7 @@ void add_serve(CLI::App& app, Action& action) {
       lim.max_tokens = a->max_tokens > 0 ? std::min(a->max_tokens, mc.context) : mc.context;
       lim.max_n = std::min(16, a->parallel + a->queue);
       lim.max_prompts = lim.max_n;
+      lim.chat_format = has_chat_format(*mf.tokenizer);
       // Signals go to one thread that stops the server; the others never see them.
       sigset_t set;
       sigemptyset(&set);

@@ -1,4 +1,6 @@
 // tandem train CONFIG.toml [--resume]: run (or continue) a training job under the supervisor.
+// tandem sft CONFIG.toml: the same for a config with an [sft] table (fine-tuning a checkpoint
+// on labelled examples).
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -13,8 +15,12 @@
 
 namespace tandem::cli {
 
-void add_train(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("train", "train a model from a TOML config");
+namespace {
+
+void add_training_command(CLI::App& app, Action& action, const std::string& name, bool sft) {
+  auto* cmd = app.add_subcommand(name, sft ? "fine-tune a checkpoint on labelled examples (a "
+                                             "config with [sft])"
+                                           : "train a model from a TOML config");
   struct Args {
     std::string config, out_dir, data_dir, inject;
     bool resume = false, no_supervise = false, worker = false;
@@ -43,9 +49,14 @@ void add_train(CLI::App& app, Action& action) {
                 "run in this process: no restarts after a crash or hang");
   cmd->add_flag("--worker", a->worker, "internal: the supervised training process")
       ->group("");
-  cmd->callback([&action, a] {
-    action = [a] {
+  cmd->callback([&action, a, name, sft] {
+    action = [a, name, sft] {
       RunConfig cfg = load_run_config(a->config);
+      if (sft && !cfg.sft.enabled)
+        fail("[sft] " + a->config + " has no [sft] table (init, train): `tandem sft` fine-tunes "
+             "a checkpoint on labelled examples");
+      if (!sft && cfg.sft.enabled)
+        fail("[train] " + a->config + " has an [sft] table: run it with `tandem sft`");
       if (!a->out_dir.empty()) cfg.out_dir = a->out_dir;
       if (!a->data_dir.empty()) cfg.data_dir = a->data_dir;
       if (a->steps > 0) cfg.train.max_steps = a->steps;
@@ -67,7 +78,7 @@ void add_train(CLI::App& app, Action& action) {
                " ranks (" + launch.source + ") need the supervisor");
       }
       if (!a->no_supervise && !a->worker) {
-        std::vector<std::string> argv = {"tandem", "train", a->config, "--worker"};
+        std::vector<std::string> argv = {"tandem", name, a->config, "--worker"};
         auto opt = [&](const char* flag, const std::string& v) {
           if (!v.empty()) argv.insert(argv.end(), {flag, v});
         };
@@ -101,6 +112,13 @@ void add_train(CLI::App& app, Action& action) {
       std::fprintf(stderr, "[train] checkpoint: %s\n", r.last_checkpoint.c_str());
     };
   });
+}
+
+}  // namespace
+
+void add_train(CLI::App& app, Action& action) {
+  add_training_command(app, action, "train", false);
+  add_training_command(app, action, "sft", true);
 }
 
 }  // namespace tandem::cli

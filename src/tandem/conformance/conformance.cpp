@@ -11,7 +11,7 @@
 #include "tandem/conformance/cases.h"
 #include "tandem/core/error.h"
 #include "tandem/core/fs.h"
-#include "tandem/train/config.h"
+#include "tandem/ckpt/config.h"
 #include "tandem/train/trainer.h"
 
 namespace tandem {

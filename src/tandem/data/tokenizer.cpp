@@ -5,6 +5,7 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <unordered_map>
@@ -80,6 +81,8 @@ Tokenizer Tokenizer::load(const std::string& path) {
   }
   t.path_ = path;
   t.sha256_ = sha256_hex(bytes.data(), bytes.size());
+  for (const std::string& r : kReservedPieces)  // a tokenizer trained before has none
+    if (t.piece_id(r) >= 0) t.reserved_.push_back(r);
   return t;
 }
 
@@ -88,6 +91,32 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text) const {
   auto st = sp_->Encode(text, &ids);
   if (!st.ok()) fail("[tokenizer] encode failed: " + st.ToString());
   return std::vector<int32_t>(ids.begin(), ids.end());
+}
+
+int32_t Tokenizer::piece_id(const std::string& piece) const {
+  const int id = sp_->PieceToId(piece);
+  return id >= 0 && id < vocab_size() && sp_->IdToPiece(id) == piece ? id : -1;
+}
+
+std::vector<int32_t> Tokenizer::encode_with_specials(const std::string& text) const {
+  std::vector<int32_t> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    // The nearest reserved piece from pos.
+    size_t at = std::string::npos, len = 0;
+    int32_t id = -1;
+    for (const std::string& r : reserved_) {
+      const size_t f = text.find(r, pos);
+      if (f < at) at = f, len = r.size(), id = piece_id(r);
+    }
+    const std::string fragment = text.substr(pos, at == std::string::npos ? std::string::npos : at - pos);
+    if (!fragment.empty())
+      for (int32_t t : encode(fragment)) out.push_back(t);
+    if (at == std::string::npos) break;
+    out.push_back(id);
+    pos = at + len;
+  }
+  return out;
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids) const {
@@ -149,8 +178,11 @@ std::vector<Tokenizer::PieceInfo> Tokenizer::pieces() const {
     PieceInfo& p = out[i];
     p.piece = sp_->IdToPiece(i);
     p.score = sp_->GetScore(i);
+    const bool reserved =
+        std::find(reserved_.begin(), reserved_.end(), p.piece) != reserved_.end();
     p.type = sp_->IsUnknown(i)   ? 2
              : sp_->IsControl(i) ? 3
+             : reserved          ? 4
              : sp_->IsByte(i)    ? 6
              : sp_->IsUnused(i)  ? 5
                                  : 1;
@@ -182,7 +214,7 @@ void train_tokenizer(const std::vector<std::string>& input_files, const std::str
          "' does not exist");
   }
 
-  const std::unordered_map<std::string, std::string> args = {
+  std::unordered_map<std::string, std::string> args = {
       {"model_type", "bpe"},
       {"vocab_size", std::to_string(vocab_size)},
       {"byte_fallback", "true"},
@@ -204,6 +236,11 @@ void train_tokenizer(const std::vector<std::string>& input_files, const std::str
       {"num_threads", std::to_string(options.num_threads)},
       {"minloglevel", "2"},  // keep SentencePiece's progress chatter off stderr
   };
+  if (options.reserve) {
+    std::string symbols;
+    for (const std::string& r : kReservedPieces) symbols += (symbols.empty() ? "" : ",") + r;
+    args["user_defined_symbols"] = symbols;
+  }
   sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned>(mix64(options.seed)));
   DocumentIterator docs(input_files);
   std::string model;

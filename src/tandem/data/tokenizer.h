@@ -24,6 +24,14 @@ class Tokenizer {
   ~Tokenizer();
 
   std::vector<int32_t> encode(const std::string& text) const;  // no bos/eos added
+  // Text that holds reserved tokens (the chat format's): each reserved token becomes its id,
+  // and the text between them is encoded piece by piece, each with its own leading-space
+  // marker, as llama.cpp tokenizes special tokens in a prompt.
+  std::vector<int32_t> encode_with_specials(const std::string& text) const;
+  // The id of `piece`, or -1 when the vocabulary lacks it.
+  int32_t piece_id(const std::string& piece) const;
+  // The reserved pieces this tokenizer has (of kReservedPieces).
+  const std::vector<std::string>& reserved() const { return reserved_; }
   // Throws when an id is outside [0, vocab_size()); control ids (bos/eos) decode to "".
   std::string decode(std::span<const int32_t> ids) const;
   // Streaming decode: the text that appending ids.back() adds to the output, given every id
@@ -53,19 +61,25 @@ class Tokenizer {
   std::string stable_decode(std::span<const int32_t> ids) const;
 
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::vector<std::string> reserved_;
   std::string path_;
   std::string sha256_;
 };
+
+// Pieces reserved at training time (whole tokens, never split or learned from the corpus):
+// the chat format's turn markers (see chat.h).
+inline const std::vector<std::string> kReservedPieces = {"<|im_start|>", "<|im_end|>"};
 
 struct TokenizerTrainOptions {
   uint64_t seed = 1234;             // fixes sentence sampling, so training is reproducible
   int64_t max_sentences = 2000000;  // lines sampled for training; 0 = use every line
   int num_threads = 1;              // one thread keeps the result independent of the machine
+  bool reserve = true;              // reserve kReservedPieces (false: as before they existed)
 };
 
 // Trains a byte-fallback BPE model on the documents of `input_files` (see corpus.h) and
 // writes <model_prefix>.model and <model_prefix>.vocab atomically. Ids: 0 <unk>, 1 <s>,
-// 2 </s>, 3..258 the byte pieces. Throws "[tokenizer] ..." naming the file or value at fault.
+// 2 </s>, 3 and 4 the reserved pieces, then the byte pieces. Throws "[tokenizer] ..." naming the file or value at fault.
 void train_tokenizer(const std::vector<std::string>& input_files, const std::string& model_prefix,
                      int vocab_size, const TokenizerTrainOptions& options = {});
 

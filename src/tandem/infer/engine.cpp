@@ -11,7 +11,7 @@
 #include "tandem/core/error.h"
 #include "tandem/core/fs.h"
 #include "tandem/infer/quant.h"
-#include "tandem/train/checkpoint.h"
+#include "tandem/ckpt/checkpoint.h"
 
 namespace tandem {
 

@@ -13,7 +13,7 @@
 #include "tandem/data/tokenizer.h"
 #include "tandem/model/config.h"
 #include "tandem/model/params.h"
-#include "tandem/train/config.h"
+#include "tandem/ckpt/config.h"
 
 namespace tandem {
 

@@ -8,6 +8,7 @@
 #include "tandem/core/error.h"
 #include "tandem/core/fs.h"
 #include "tandem/core/half.h"
+#include "tandem/data/chat.h"
 #include "tandem/infer/quant.h"
 #include "tandem/io/gguf.h"
 #include "tandem/io/safetensors.h"
@@ -110,6 +111,10 @@ void export_gguf(const ModelFiles& mf, WType type, const std::string& name,
   kv("tokenizer.ggml.unknown_token_id", (uint32_t)tok.unk_id());
   kv("tokenizer.ggml.add_bos_token", true);
   kv("tokenizer.ggml.add_eos_token", false);
+  if (has_chat_format(tok)) {  // llama.cpp formats chats as the model was trained, and stops
+    kv("tokenizer.chat_template", chat_template_jinja());  // at the end of the turn
+    kv("tokenizer.ggml.eot_token_id", (uint32_t)tok.piece_id(kTurnEnd));
+  }
 
   g.tensors.push_back(matrix("token_embd.weight", P + L.embed, c.vocab_size, C, type));
   for (int l = 0; l < c.n_layers; ++l) {
@@ -174,15 +179,22 @@ void export_hf(const ModelFiles& mf, const std::string& out) {
                 {"eos_token_id", tok.eos_id()},
                 {"torch_dtype", "float32"}};
     atomic_write_file(tmp + "/config.json", cfg.dump(2) + "\n");
+    const bool chat = has_chat_format(tok);
     json gen = {{"bos_token_id", tok.bos_id()}, {"eos_token_id", tok.eos_id()},
                 {"max_length", c.context}, {"do_sample", true}, {"temperature", 1.0}};
+    if (chat) gen["eos_token_id"] = {tok.eos_id(), tok.piece_id(kTurnEnd)};
     atomic_write_file(tmp + "/generation_config.json", gen.dump(2) + "\n");
     json tcfg = {{"tokenizer_class", "LlamaTokenizer"}, {"bos_token", "<s>"},
                  {"eos_token", "</s>"}, {"unk_token", "<unk>"}, {"add_bos_token", true},
                  {"add_eos_token", false}, {"model_max_length", c.context}, {"legacy", true},
                  {"clean_up_tokenization_spaces", false}};
-    atomic_write_file(tmp + "/tokenizer_config.json", tcfg.dump(2) + "\n");
     json special = {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}};
+    if (chat) {
+      tcfg["chat_template"] = chat_template_jinja();
+      tcfg["additional_special_tokens"] = {kTurnStart, kTurnEnd};
+      special["additional_special_tokens"] = {kTurnStart, kTurnEnd};
+    }
+    atomic_write_file(tmp + "/tokenizer_config.json", tcfg.dump(2) + "\n");
     atomic_write_file(tmp + "/special_tokens_map.json", special.dump(2) + "\n");
     atomic_write_file(tmp + "/tokenizer.model", read_file(tok.path()));
     StFile st;

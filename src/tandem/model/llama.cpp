@@ -147,7 +147,7 @@ double Llama::loss(const int32_t* targets, float dscale, bool grad) {
   return sum;
 }
 
-void Llama::backward() {
+void Llama::backward(const std::function<void(int)>& ready) {
   if (!grads_) zero_grads();
   const int N = B_ * T_, C = cfg_.dim, S = cfg_.qkv_dim(), F = cfg_.hidden_dim;
   const int HD = cfg_.n_heads * cfg_.head_dim(), V = cfg_.vocab_size;
@@ -157,6 +157,7 @@ void Llama::backward() {
   be_.matmul_backward(a.dln, g(layout_.lm_head), logits_, a.lnf, p(layout_.lm_head), N, V, C);
   be_.rmsnorm_backward(a.dres, g(layout_.final_norm), a.dln, a.xf, p(layout_.final_norm), a.rstdf,
                        N, C);
+  if (ready) ready(cfg_.n_layers);
   for (int l = cfg_.n_layers - 1; l >= 0; --l) {
     const LayerOffsets& o = layout_.layers[l];
     Acts::Layer& L = a.layers[l];
@@ -173,8 +174,10 @@ void Llama::backward() {
     be_.matmul_backward(a.dln, g(o.wqkv), a.dqkv, L.ln1, p(o.wqkv), N, S, C);
     be_.rmsnorm_backward(a.dtmp, g(o.ln1), a.dln, L.x, p(o.ln1), L.rstd1, N, C);
     be_.add(a.dres, a.dres, a.dtmp, (size_t)N * C);
+    if (ready) ready(l);
   }
   be_.embedding_backward(g(layout_.embed), a.dres, tokens_dev_, N, C);
+  if (ready) ready(-1);
 }
 
 }  // namespace tandem

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "tandem/backend/backend.h"
@@ -39,8 +40,11 @@ class Llama {
   // Cross-entropy of the logits against targets (host, B*T; < 0 masks a position). Returns the
   // summed loss in double. With grad=true the logits are replaced by dscale * dloss/dlogits.
   double loss(const int32_t* targets, float dscale, bool grad);
-  // Backward pass after loss(grad=true): adds parameter gradients into grads().
-  void backward();
+  // Backward pass after loss(grad=true): adds parameter gradients into grads(). `ready`, when
+  // set, is called as soon as a block's gradients are final, in backward order: n_layers (the
+  // final norm, and the untied lm_head), then each layer from the last to 0, then -1 (the
+  // embedding, which a tied lm_head also writes): a data-parallel run reduces them meanwhile.
+  void backward(const std::function<void(int)>& ready = nullptr);
 
  private:
   struct Acts;  // activation tensors carved from one buffer

@@ -2,6 +2,8 @@
 // completions and chat completions APIs (including streaming chunks and logprobs).
 #include "tandem/serve/protocol.h"
 
+#include "tandem/data/chat.h"
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -188,10 +190,11 @@ void reject_unsupported(const json& body) {
 
 }  // namespace
 
-std::string render_chat(const json& messages) {
+std::string render_chat(const json& messages, bool chat_format) {
   if (!messages.is_array()) wrong_type("messages", messages, "an array");
   if (messages.empty()) throw bad_request("'messages' must not be empty", "messages");
   std::string out;
+  std::vector<ChatMessage> turns;
   for (size_t i = 0; i < messages.size(); ++i) {
     const json& m = messages[i];
     const std::string where = "messages[" + std::to_string(i) + "]";
@@ -227,7 +230,9 @@ std::string render_chat(const json& messages) {
                         "messages");
     }
     out += name + ": " + text + "\n";
+    turns.push_back({r == "developer" ? "system" : r, text});
   }
+  if (chat_format) return render_chat_template(turns, true);
   out += "Assistant:";
   return out;
 }
@@ -264,7 +269,8 @@ GenRequest parse_request(Endpoint ep, std::string_view body_text, const Limits& 
     const json* m = field(body, "messages");
     if (!m) throw bad_request("'messages' is required", "messages");
     Prompt p;
-    p.text = render_chat(*m);
+    p.text = render_chat(*m, lim.chat_format);
+    p.special = lim.chat_format;
     r.prompts.push_back(std::move(p));
     // Without a limit, a chat reply may run to the end of the context.
     const int64_t mt = get_int(body, "max_tokens", -1, 1, lim.max_tokens);
@@ -295,6 +301,7 @@ GenRequest parse_request(Endpoint ep, std::string_view body_text, const Limits& 
     r.include_usage = get_bool(*so, "include_usage", false);
   }
   if (const json* u = field(body, "user"); u && !u->is_string()) wrong_type("user", *u, "a string");
+  r.return_token_ids = get_bool(body, "return_token_ids", false);
   return r;
 }
 

@@ -35,6 +35,7 @@ struct Prompt {
   std::string text;
   std::vector<int32_t> ids;
   bool is_ids = false;
+  bool special = false;  // the text holds the chat format's reserved tokens
 };
 
 struct Limits {
@@ -43,6 +44,7 @@ struct Limits {
   int max_tokens = 0;       // cap on max_tokens (and the default for chat)
   int max_n = 16;           // choices per request
   int max_prompts = 16;     // prompts per completions request
+  bool chat_format = false;  // the tokenizer has the chat format's tokens (data/chat.h)
 };
 
 struct GenRequest {
@@ -56,6 +58,8 @@ struct GenRequest {
   std::optional<uint64_t> seed;
   int n = 1;
   bool stream = false, include_usage = false;
+  // Extension (as vLLM's): the response also carries the prompt's token ids.
+  bool return_token_ids = false;
   bool logprobs = false;  // return logprobs of chosen tokens
   int top_logprobs = 0;   // and this many alternatives per position
 };
@@ -65,7 +69,9 @@ GenRequest parse_request(Endpoint ep, std::string_view body, const Limits& limit
 
 // Chat messages rendered as one prompt: "System: ...\nUser: ...\nAssistant: ..." ending with
 // "Assistant:" so the model continues as the assistant.
-std::string render_chat(const nlohmann::json& messages);
+// The messages as the prompt text: the chat format (data/chat.h) when the tokenizer has it,
+// else plain "User: ..." lines for a model trained before it.
+std::string render_chat(const nlohmann::json& messages, bool chat_format = false);
 
 // One generated token with its log-probability and the most likely alternatives.
 struct TokenLogprob {

@@ -3,6 +3,8 @@
 // token from its own counter-based stream, apply stop rules and publish text deltas.
 #include "tandem/serve/scheduler.h"
 
+#include "tandem/data/chat.h"
+
 #include <unistd.h>
 
 #include <omp.h>
@@ -90,7 +92,8 @@ struct Scheduler::Seq {
 };
 
 Scheduler::Scheduler(BatchEngine& engine, const Tokenizer& tok, const SchedulerOptions& opt)
-    : engine_(engine), tok_(tok), opt_(opt), ttft_buckets_(kTtftBuckets.size(), 0) {
+    : engine_(engine), tok_(tok), opt_(opt), ttft_buckets_(kTtftBuckets.size(), 0),
+      turn_end_(tok.piece_id(kTurnEnd)) {
   slots_.resize(engine_.options().slots);
   thread_ = std::thread([this] { loop(); });
 }
@@ -341,7 +344,9 @@ void Scheduler::run_step(std::vector<Seq*>& active) {
     const int32_t next = next_of[i];
     const GenRequest& r = s.job->request();
     TokenLogprob& lp = lp_of[i];
-    if (r.logprobs && next == tok_.eos_id()) lp.token.clear();  // counted in usage, adds no text
+    // The end of a sequence, or of the assistant's turn in the chat format.
+    const bool ends = next == tok_.eos_id() || (next == turn_end_ && turn_end_ >= 0);
+    if (r.logprobs && ends) lp.token.clear();  // counted in usage, adds no text
     if (!s.job->first_token_) {
       s.job->first_token_ = true;
       const double t = std::chrono::duration<double>(now - s.job->arrival_).count();
@@ -354,7 +359,7 @@ void Scheduler::run_step(std::vector<Seq*>& active) {
     ++new_tokens;
     s.job->completion_tokens_ += 1;
     std::string reason;
-    if (next == tok_.eos_id()) {
+    if (ends) {
       reason = "stop";
     } else {
       s.ids.push_back(next);

@@ -126,6 +126,7 @@ class Scheduler {
   std::vector<int64_t> ttft_buckets_;
   std::deque<std::pair<double, int>> recent_;  // (time, tokens) per step, last 10 s
   std::atomic<int> running_{0};
+  int32_t turn_end_ = -1;  // the chat format's end-of-turn token, or -1
   std::thread thread_;
 };
 

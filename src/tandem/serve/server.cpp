@@ -49,7 +49,8 @@ struct Server::Impl {
         ids.insert(ids.end(), p.ids.begin(), p.ids.end());
       } else {
         ids.push_back(tok.bos_id());
-        for (int32_t t : tok.encode(p.text)) ids.push_back(t);
+        for (int32_t t : p.special ? tok.encode_with_specials(p.text) : tok.encode(p.text))
+          ids.push_back(t);
       }
       const std::string param = r.endpoint == Endpoint::Chat ? "messages" : "prompt";
       if ((int)ids.size() > max_prompt)
@@ -164,8 +165,10 @@ struct Server::Impl {
             if (!job->error().empty()) {
               body = error_body(ApiError(500, "server_error", job->error()));
             } else if (done) {
-              body = dump(response_json(r, id, now, choices,
-                                        Usage{job->prompt_tokens(), job->completion_tokens()}));
+              json out = response_json(r, id, now, choices,
+                                       Usage{job->prompt_tokens(), job->completion_tokens()});
+              if (r.return_token_ids) out["prompt_token_ids"] = job->prompts();
+              body = dump(out);
             } else if (std::chrono::steady_clock::now() - waited > 1s) {
               // Leading whitespace is insignificant in JSON; writing it finds gone clients.
               waited = std::chrono::steady_clock::now();

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "tandem/model/params.h"
-#include "tandem/train/checkpoint.h"
+#include "tandem/ckpt/checkpoint.h"
 
 namespace tandem {
 

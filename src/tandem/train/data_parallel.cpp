@@ -73,13 +73,18 @@ Fingerprint run_fingerprint(const RunConfig& cfg, const std::string& tokenizer_s
   RunConfig c = cfg;
   c.out_dir.clear();  // machines may keep runs and data in different places
   c.data_dir.clear();
+  c.sft.init.clear();
+  c.sft.train.clear();
+  c.sft.val.clear();
   c.train.threads = 0;
   Fingerprint fp;
   const std::string toml = run_config_toml(c);
   fp.fields["config"] = sha256_hex(toml.data(), toml.size()).substr(0, 16);
   fp.fields["tokenizer"] = tokenizer_sha256.substr(0, 16);
-  fp.fields["training data"] = file_digest(cfg.data_dir + "/train.bin");
-  fp.fields["validation data"] = file_digest(cfg.data_dir + "/val.bin");
+  fp.fields["training data"] =
+      file_digest(cfg.sft.enabled ? cfg.sft.train : cfg.data_dir + "/train.bin");
+  fp.fields["validation data"] =
+      file_digest(cfg.sft.enabled ? cfg.sft.val : cfg.data_dir + "/val.bin");
   fp.fields["tandem binary"] = sha256_file("/proc/self/exe").substr(0, 16);
   return fp;
 }
@@ -201,10 +206,66 @@ GradReducer::GradReducer(Llama& model, int shards, const RankGroup& group)
   count_ = shards / group.world();
   first_ = group.rank() * count_;
   plain_ = env_or("TANDEM_DIST_PLAIN_SUM", "") == "1";
+  overlap_ = exact() && group.comm() && model.backend().name() == "cpu" &&
+             env_or("TANDEM_DIST_OVERLAP", "1") != "0";
+  if (!overlap_) return;
+  // The blocks of the backward's hook as ranges of tensors (the layout lists the embedding,
+  // then each layer's tensors, then the final norm and an untied lm_head).
+  const auto& ts = model.layout().tensors;
+  const int L = model.config().n_layers;
+  auto block_of = [&](const std::string& name) {
+    if (name.rfind("model.embed_tokens.", 0) == 0) return 0;
+    if (name.rfind("model.layers.", 0) == 0) return 1 + std::atoi(name.c_str() + 13);
+    return L + 1;
+  };
+  blocks_.assign((size_t)L + 2, {ts.size(), 0});
+  for (size_t i = 0; i < ts.size(); ++i) {
+    auto& b = blocks_[(size_t)block_of(ts[i].name)];
+    b.first = std::min(b.first, i);
+    b.second = std::max(b.second, i + 1);
+  }
+  staging_.resize(blocks_.size());
+  for (size_t b = 0; b < blocks_.size(); ++b) {
+    size_t n = 0;
+    for (size_t i = blocks_[b].first; i < blocks_[b].second; ++i) {
+      TANDEM_CHECK(block_of(ts[i].name) == (int)b, "the blocks' tensors are contiguous in the layout");
+      n += ts[i].numel;
+    }
+    staging_[b].resize(n);
+  }
+  bg_ = std::make_unique<BackgroundCollectives>();
+}
+
+std::function<void(int)> GradReducer::ready_hook(int shard) {
+  // The rank's last shard completes its part of the sum; a fault that corrupts the bucket
+  // before the sum needs the whole bucket first.
+  hooked_ = overlap_ && shard == first_ + count_ - 1 && flip_bit_ < 0;
+  if (!hooked_) return nullptr;
+  step_hooked_ = true;
+  return [this](int block) {
+    const size_t b = (size_t)(block + 1);
+    const auto [first, last] = blocks_[b];
+    sum_.add_segments(model_.grads(), first, last);
+    const auto& ts = model_.layout().tensors;
+    bg_->push([this, b, first = first, last = last, &ts] {
+      if (b + 1 == blocks_.size() && delay_s_ > 0)  // a slow link: the step's first collective
+        std::this_thread::sleep_for(std::chrono::duration<double>(delay_s_));
+      int64_t* acc = sum_.accumulator();
+      std::vector<int64_t>& st = staging_[b];
+      size_t k = 0;
+      for (size_t i = first; i < last; ++i)
+        for (size_t j = 0; j < ts[i].numel; ++j) st[k++] = acc[ts[i].offset + j];
+      group_.comm()->all_reduce(st.data(), st.size(), CommType::kI64, CommOp::kSum);
+      k = 0;
+      for (size_t i = first; i < last; ++i)
+        for (size_t j = 0; j < ts[i].numel; ++j) acc[ts[i].offset + j] = st[k++];
+    });
+  };
 }
 
 void GradReducer::begin() {
   loss_ = 0;
+  step_hooked_ = false;
   began_ = Clock::now();
   // Shard losses, each rank's per-tensor maxima, each rank's compute seconds.
   slots_.assign((size_t)shards_ + (size_t)group_.world() * (sum_.exponents().size() + 1), 0.0);
@@ -214,6 +275,10 @@ void GradReducer::begin() {
 void GradReducer::add_shard(int shard, double loss_sum) {
   slots_[(size_t)shard] = loss_sum;
   if (!exact()) return;
+  if (hooked_) {  // its blocks were added (and are being summed) as the backward made them
+    hooked_ = false;
+    return;
+  }
   const size_t P = model_.num_params();
   const float* g = model_.grads();
   if (model_.backend().name() != "cpu") {
@@ -243,10 +308,13 @@ bool GradReducer::finish() {
     }
     flip_bit_ = -1;
   }
-  if (delay_s_ > 0 && group_.comm())
+  if (delay_s_ > 0 && group_.comm() && !step_hooked_)
     std::this_thread::sleep_for(std::chrono::duration<double>(delay_s_));
+  // Buckets reduced during the backward finish first (the engine takes one call at a time).
+  const bool overlapped = step_hooked_;
+  if (overlapped) bg_->drain();
   group_.sum_slots(slots_);
-  if (exact() && group_.comm())
+  if (exact() && group_.comm() && !overlapped)
     group_.comm()->all_reduce(sum_.accumulator(), sum_.size(), CommType::kI64, CommOp::kSum);
   if (plain_ && group_.comm()) {
     const size_t P = model_.num_params();

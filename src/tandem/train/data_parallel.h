@@ -4,15 +4,17 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "tandem/dist/background.h"
 #include "tandem/dist/communicator.h"
 #include "tandem/dist/exact_sum.h"
 #include "tandem/dist/rendezvous.h"
 #include "tandem/model/llama.h"
-#include "tandem/train/config.h"
+#include "tandem/ckpt/config.h"
 
 namespace tandem {
 
@@ -86,8 +88,15 @@ class GradReducer {
   // Benchmarks only (TANDEM_DIST_PLAIN_SUM=1): a float all-reduce in the engine's order, to
   // measure what the exact sum costs; its bits depend on the world size.
   bool plain() const { return plain_; }
+  // Whether buckets are reduced during the backward (TANDEM_DIST_OVERLAP=0 turns it off, to
+  // measure what the overlap hides).
+  bool overlaps() const { return overlap_; }
 
   void begin();
+  // For the backward of global shard `shard`: a hook that reduces each block's gradient over
+  // the ranks as soon as the backward has finished it (the rank's last shard, exact sum, CPU
+  // backend), overlapping the rest of the backward; null when the shard is reduced in finish().
+  std::function<void(int)> ready_hook(int shard);
   // After the backward of global shard `shard` (its gradient alone in model.grads()).
   void add_shard(int shard, double loss_sum);
   // Sums over ranks into model.grads(). False: a tensor's gradient left the fixed-point
@@ -118,6 +127,12 @@ class GradReducer {
   double delay_s_ = 0;
   std::chrono::steady_clock::time_point began_;
   std::vector<double> rank_s_;
+  // Overlap: each block's segment range (index l + 1 for block l of Llama::backward's hook),
+  // its staging buffer, and the thread the buckets' collectives run on.
+  bool overlap_ = false, hooked_ = false, step_hooked_ = false;
+  std::vector<std::pair<size_t, size_t>> blocks_;
+  std::vector<std::vector<int64_t>> staging_;
+  std::unique_ptr<BackgroundCollectives> bg_;
   int flip_bit_ = -1;
   uint64_t flip_which_ = 0;
 };

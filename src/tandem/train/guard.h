@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "tandem/train/config.h"
+#include "tandem/ckpt/config.h"
 
 namespace tandem {
 

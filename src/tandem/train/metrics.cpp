@@ -62,8 +62,10 @@ void MetricsLog::step(int64_t step, double loss, float lr, double grad_norm) {
             .dump());
 }
 
-void MetricsLog::eval(int64_t step, double val_loss) {
-  write(nlohmann::ordered_json({{"step", step}, {"val_loss", val_loss}}).dump());
+void MetricsLog::eval(int64_t step, double val_loss, double val_token_accuracy) {
+  nlohmann::ordered_json j = {{"step", step}, {"val_loss", val_loss}};
+  if (val_token_accuracy >= 0) j["val_token_accuracy"] = val_token_accuracy;
+  write(j.dump());
 }
 
 TimingLog::TimingLog(const std::string& path) : f_(path.empty() ? nullptr : open_append(path)) {}

@@ -17,7 +17,8 @@ class MetricsLog {
   MetricsLog(const std::string& path, int64_t resume_step);
   ~MetricsLog();
   void step(int64_t step, double loss, float lr, double grad_norm);
-  void eval(int64_t step, double val_loss);
+  // accuracy < 0: not measured (not written)
+  void eval(int64_t step, double val_loss, double val_token_accuracy = -1);
   void truncate(int64_t step);  // drop records past `step` (after a rollback)
 
  private:

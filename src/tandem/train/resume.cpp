@@ -7,8 +7,9 @@
 
 #include "tandem/backend/backend.h"
 #include "tandem/core/error.h"
+#include "tandem/core/fs.h"
 #include "tandem/model/llama.h"
-#include "tandem/train/checkpoint.h"
+#include "tandem/ckpt/checkpoint.h"
 #include "tandem/train/data_parallel.h"
 #include "tandem/train/events.h"
 #include "tandem/train/faults.h"
@@ -17,13 +18,17 @@
 #include "tandem/train/snapshot.h"
 
 namespace tandem {
+namespace {
+bool same_architecture(const ModelConfig& a, const ModelConfig& b) {
+  return a.dim == b.dim && a.n_layers == b.n_layers && a.n_heads == b.n_heads &&
+         a.n_kv_heads == b.n_kv_heads && a.hidden_dim == b.hidden_dim &&
+         a.vocab_size == b.vocab_size && a.tie_embeddings == b.tie_embeddings &&
+         a.rope_theta == b.rope_theta && a.norm_eps == b.norm_eps;
+}
+}  // namespace
 
 void check_resumable(const RunConfig& ck, const RunConfig& now, const std::string& dir) {
-  const ModelConfig &a = ck.model, &b = now.model;
-  if (a.dim != b.dim || a.n_layers != b.n_layers || a.n_heads != b.n_heads ||
-      a.n_kv_heads != b.n_kv_heads || a.hidden_dim != b.hidden_dim ||
-      a.vocab_size != b.vocab_size || a.tie_embeddings != b.tie_embeddings ||
-      a.rope_theta != b.rope_theta || a.norm_eps != b.norm_eps)
+  if (!same_architecture(ck.model, now.model))
     fail("[train] checkpoint " + dir + " was trained with a different [model] config");
   if (ck.train.seed != now.train.seed)
     fail("[train] checkpoint " + dir + " was trained with train.seed = " +
@@ -34,6 +39,27 @@ void check_resumable(const RunConfig& ck, const RunConfig& now, const std::strin
                  "[train] warning: batch_size, seq_len or grad_accum differ from %s; the run "
                  "continues but is no longer comparable bit for bit with an uninterrupted one\n",
                  dir.c_str());
+}
+
+std::string resolve_sft_init(const RunConfig& cfg, const std::string& tokenizer_sha256,
+                             const std::string& tokenizer_path) {
+  const std::string& init = cfg.sft.init;
+  std::string dir = init;
+  if (!path_exists(init + "/manifest.json")) {
+    std::optional<std::string> newest;
+    if (path_exists(init)) newest = latest_checkpoint(init, nullptr, nullptr);
+    if (!newest)
+      fail("[sft] sft.init = '" + init + "' is neither a checkpoint nor a run directory with one");
+    dir = *newest;
+  }
+  const nlohmann::json man = read_manifest(dir);
+  const RunConfig base = parse_run_config(man["config"].get<std::string>(), dir + "/manifest.json");
+  if (!same_architecture(base.model, cfg.model))
+    fail("[sft] sft.init " + dir + " has another architecture than [model] (" +
+         base.model.summary() + " vs " + cfg.model.summary() + ")");
+  if (man["tokenizer_sha256"].get<std::string>() != tokenizer_sha256)
+    fail("[sft] sft.init " + dir + " was trained with another tokenizer than " + tokenizer_path);
+  return dir;
 }
 
 StartPoint restore_start_state(const StartInputs& in, SnapshotStore& snap, Llama& model,
@@ -82,6 +108,12 @@ StartPoint restore_start_state(const StartInputs& in, SnapshotStore& snap, Llama
     state.load_extra(ck.state.extra, true);
     sp.from = dir;
     events.emit("resumed", {{"from", "checkpoint"}, {"dir", dir}, {"step", state.step}});
+  } else if (!in.init_dir.empty()) {
+    // Fine-tuning starts from another run's weights (the optimizer starts afresh).
+    const std::string& dir = in.init_dir;
+    CheckpointData ck = load_checkpoint(dir, model.layout(), false);
+    model.load_params(ck.params.data());
+    events.emit("initialized", {{"from", dir}, {"step", ck.state.step}});
   } else {
     model.init(in.cfg.train.seed);
   }

@@ -8,7 +8,7 @@
 #include <optional>
 #include <string>
 
-#include "tandem/train/config.h"
+#include "tandem/ckpt/config.h"
 
 namespace tandem {
 
@@ -29,6 +29,8 @@ struct StartInputs {
   const std::string& tokenizer_path;
   // The state besides tensors as JSON text (for sharing it with other ranks).
   std::function<std::string()> meta;
+  // A fresh start loads these weights instead of drawing them from the seed (sft.init).
+  std::string init_dir;
 };
 
 struct StartPoint {
@@ -39,6 +41,11 @@ struct StartPoint {
 StartPoint restore_start_state(const StartInputs& in, SnapshotStore& snap, Llama& model,
                                AdamW& opt, RunState& state, EventLog& events, FaultPlan& faults,
                                const RankGroup& group);
+
+// The checkpoint sft.init names (a step directory, or a run directory's newest), checked
+// against the config's architecture and the tokenizer: Error "[sft] ..." naming what differs.
+std::string resolve_sft_init(const RunConfig& cfg, const std::string& tokenizer_sha256,
+                             const std::string& tokenizer_path);
 
 // A checkpoint continues only the run that wrote it: the model must be the same, and so must
 // the seed (it fixes the data order). Batch-shape changes are allowed but end bit-exactness.

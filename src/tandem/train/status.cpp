@@ -11,8 +11,8 @@
 
 #include "tandem/core/error.h"
 #include "tandem/core/fs.h"
-#include "tandem/train/checkpoint.h"
-#include "tandem/train/config.h"
+#include "tandem/ckpt/checkpoint.h"
+#include "tandem/ckpt/config.h"
 #include "tandem/train/events.h"
 
 namespace tandem {

@@ -1,6 +1,7 @@
 // StepBatch, StepComputer and evaluate_loss (see step.h).
 #include "tandem/train/step.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -68,6 +69,9 @@ StepResult StepComputer::run(const StepBatch& b, int64_t n, const std::vector<in
   for (int attempt = 0;; ++attempt) {
     const auto t0 = std::chrono::steady_clock::now();
     reducer_.begin();
+    if (inject && attempt == 0)
+      if (const Fault* f = faults_.fire(FaultKind::kBitflipBucket, n))
+        reducer_.flip_before_sum(f->bit, rng_u64(seed_, kStreamFault, (uint64_t)n));
     model_.zero_grads();
     for (int k = 0; k < reducer_.my_shards(); ++k) {
       const int a = reducer_.first_shard() + k;
@@ -80,15 +84,12 @@ StepResult StepComputer::run(const StepBatch& b, int64_t n, const std::vector<in
           flip_bit(be_, logits, pick(logits, nl, n, f->bit), f->bit);
         }
       const double l = model_.loss(b.targets_of(a), dscale, true);
-      model_.backward();
+      model_.backward(reducer_.ready_hook(a));
       reducer_.add_shard(a, l);
       beat();
     }
     if (slowdown > 1)  // slow_rank: a device that computes this many times slower
       std::this_thread::sleep_for((slowdown - 1) * (std::chrono::steady_clock::now() - t0));
-    if (inject && attempt == 0)
-      if (const Fault* f = faults_.fire(FaultKind::kBitflipBucket, n))
-        reducer_.flip_before_sum(f->bit, rng_u64(seed_, kStreamFault, (uint64_t)n));
     if (reducer_.finish()) break;
     events_.emit("grad_scale_refit", {{"step", n}, {"attempt", attempt + 1}});
   }
@@ -108,21 +109,42 @@ StepResult StepComputer::run(const StepBatch& b, int64_t n, const std::vector<in
   return r;
 }
 
-double evaluate_loss(Llama& model, const RankGroup& group, int batches, int B, int T,
-                     const std::function<void(int64_t, int32_t*, int32_t*)>& fill,
-                     const std::function<void()>& beat) {
+EvalResult evaluate(Llama& model, const RankGroup& group, int batches, int B, int T,
+                    const std::function<void(int64_t, int32_t*, int32_t*)>& fill,
+                    const std::function<void()>& beat, bool accuracy) {
+  const size_t V = (size_t)model.config().vocab_size;
   std::vector<int32_t> inputs((size_t)B * T), targets((size_t)B * T);
-  std::vector<double> slots((size_t)batches, 0.0);
+  std::vector<float> logits;
+  // Per batch: summed loss, valid targets, correct argmaxes.
+  std::vector<double> slots((size_t)batches * 3, 0.0);
   for (int i = group.rank(); i < batches; i += group.world()) {
     fill(i, inputs.data(), targets.data());
     model.forward(inputs.data(), B, T);
-    slots[(size_t)i] = model.loss(targets.data(), 0.f, false);
+    double* s = slots.data() + (size_t)i * 3;
+    for (int32_t t : targets) s[1] += t >= 0;
+    if (accuracy) {
+      logits.resize((size_t)B * T * V);
+      model.backend().to_host(logits.data(), model.logits(), logits.size() * sizeof(float));
+      for (size_t p = 0; p < targets.size(); ++p) {
+        if (targets[p] < 0) continue;
+        const float* row = logits.data() + p * V;
+        s[2] += (int32_t)(std::max_element(row, row + V) - row) == targets[p];
+      }
+    }
+    s[0] = model.loss(targets.data(), 0.f, false);
     beat();
   }
   group.sum_slots(slots);
-  double sum = 0;
-  for (double x : slots) sum += x;
-  return sum / ((double)batches * B * T);
+  double sum = 0, valid = 0, correct = 0;
+  for (int i = 0; i < batches; ++i) {  // in batch order
+    sum += slots[(size_t)i * 3];
+    valid += slots[(size_t)i * 3 + 1];
+    correct += slots[(size_t)i * 3 + 2];
+  }
+  EvalResult r;
+  r.loss = valid > 0 ? sum / valid : 0.0;
+  if (accuracy) r.accuracy = valid > 0 ? correct / valid : 0.0;
+  return r;
 }
 
 }  // namespace tandem

@@ -60,10 +60,15 @@ class StepComputer {
   uint64_t seed_;
 };
 
+struct EvalResult {
+  double loss = 0;       // mean over the valid targets
+  double accuracy = -1;  // share of valid targets that are the argmax (-1: not measured)
+};
 // The validation loss over `batches` batches of B x T: batch i on rank i % world, summed in
-// batch order on every rank. `fill(i, inputs, targets)` draws batch i.
-double evaluate_loss(Llama& model, const RankGroup& group, int batches, int B, int T,
-                     const std::function<void(int64_t, int32_t*, int32_t*)>& fill,
-                     const std::function<void()>& beat);
+// batch order on every rank. `fill(i, inputs, targets)` draws batch i. With `accuracy`, also
+// the token accuracy (the logits are read back to the host for it).
+EvalResult evaluate(Llama& model, const RankGroup& group, int batches, int B, int T,
+                    const std::function<void(int64_t, int32_t*, int32_t*)>& fill,
+                    const std::function<void()>& beat, bool accuracy = false);
 
 }  // namespace tandem

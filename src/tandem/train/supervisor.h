@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "tandem/dist/launch.h"
-#include "tandem/train/config.h"
+#include "tandem/ckpt/config.h"
 
 namespace tandem {
 

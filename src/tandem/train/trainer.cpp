@@ -24,11 +24,12 @@
 #include "tandem/core/hash.h"
 #include "tandem/core/rng.h"
 #include "tandem/core/run_lock.h"
+#include "tandem/data/chat.h"
 #include "tandem/data/loader.h"
 #include "tandem/data/shard.h"
 #include "tandem/data/tokenizer.h"
 #include "tandem/model/llama.h"
-#include "tandem/train/checkpoint.h"
+#include "tandem/ckpt/checkpoint.h"
 #include "tandem/train/ckpt_writer.h"
 #include "tandem/train/data_parallel.h"
 #include "tandem/train/events.h"
@@ -42,6 +43,7 @@
 #include "tandem/train/snapshot.h"
 #include "tandem/train/step.h"
 #include "tandem/train/straggler.h"
+#include "tandem/train/train_data.h"
 #include "tandem/train/resume.h"
 
 namespace tandem {
@@ -50,8 +52,6 @@ namespace {
 volatile std::sig_atomic_t g_stop = 0;
 void on_signal(int) { g_stop = 1; }
 
-// Validation draws from its own seed so it never shares windows with training order.
-constexpr uint64_t kValSeedXor = 0x76616c6964ull;
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -99,19 +99,10 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     fail("[train] tokenizer " + tok_path + " has a vocabulary of " +
          std::to_string(tok.vocab_size()) + " but model.vocab_size is " +
          std::to_string(cfg.model.vocab_size));
-  ShardReader train_shard(cfg.data_dir + "/train.bin");
-  ShardReader val_shard(cfg.data_dir + "/val.bin");
   const std::string config_text = run_config_toml(cfg);
-  for (const ShardReader* s : {&train_shard, &val_shard})
-    if ((int)s->vocab_size() != cfg.model.vocab_size)
-      fail("[train] shard " + s->path() + " was tokenized with a vocabulary of " +
-           std::to_string(s->vocab_size()) + ", model.vocab_size is " +
-           std::to_string(cfg.model.vocab_size));
-  BatchLoader train_loader(train_shard, tc.batch_size, tc.seq_len, tc.seed);
-  // Validation needs a val shard only when it runs (a dataset may hold out nothing).
-  std::optional<BatchLoader> val_loader;
-  if (tc.eval_every > 0)
-    val_loader.emplace(val_shard, tc.batch_size, tc.seq_len, tc.seed ^ kValSeedXor);
+  const TrainData data(cfg, tok);  // the shards, or the SFT examples
+  const std::string init_dir =
+      cfg.sft.enabled ? resolve_sft_init(cfg, tok.sha256(), tok_path) : std::string();
 
   // Data parallel: rank 0 is the run's only writer; the others read nothing from the run
   // directory and write nothing to it (they may be on machines without it).
@@ -205,7 +196,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   };
   const StartPoint start = restore_start_state(
       {cfg, opts.resume, latest, disk_step, tok.sha256(), tok_path,
-       [&] { return meta_json().dump(); }},
+       [&] { return meta_json().dump(); }, init_dir},
       snap, model, opt, state, events, faults, group);
   if (start.from.empty() && opts.resume && !rejected.empty())
     std::fprintf(stderr, "[train] no checkpoint verifies; starting from scratch\n");
@@ -250,6 +241,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     st.seed = tc.seed;
     st.config_text = config_text;
     st.tokenizer_sha256 = tok.sha256();
+    if (has_chat_format(tok)) st.chat_template = chat_template_jinja();
     st.extra = state.extra();
     return st;
   };
@@ -260,10 +252,11 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   StepComputer stepper(model, *be, reducer, faults, own_events, tc.seed);
   StragglerWatch stragglers(cfg.supervisor.straggler_factor, cfg.supervisor.straggler_window);
   const SupervisorConfig& sc = cfg.supervisor;
-  auto evaluate = [&]() {
-    return evaluate_loss(
-        model, group, tc.eval_batches, B, T,
-        [&](int64_t i, int32_t* in, int32_t* tg) { val_loader->fill(i * B, in, tg); }, beat);
+  auto run_eval = [&]() {
+    return evaluate(
+        model, group, data.val_batches(), B, T,
+        [&](int64_t i, int32_t* in, int32_t* tg) { data.fill_val(i, in, tg); }, beat,
+        data.sft());
   };
 
   // The step and batch of an anomaly being replayed (-1: none).
@@ -299,8 +292,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     const int64_t s0 = state.samples;
     const float lr = lr_at(state.step, tc.lr, tc.min_lr, tc.warmup_steps, tc.max_steps);
     for (int a = 0; a < A; ++a)
-      train_loader.fill(s0 + (int64_t)a * B, batch.inputs.data() + (size_t)a * B * T,
-                        batch.targets.data() + (size_t)a * B * T);
+      data.fill_train(s0 + (int64_t)a * B, batch.inputs.data() + (size_t)a * B * T,
+                      batch.targets.data() + (size_t)a * B * T);
     const bool poisoned = s0 % global_batch == 0 && faults.poisoned_step(s0 / global_batch + 1);
     if (poisoned)
       events.emit("fault_injected", {{"fault", "bad_batch"}, {"detail", "samples " + std::to_string(s0)}});
@@ -417,13 +410,18 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
                    fmt_duration(eta).c_str(), tty ? "   " : "\n");
       std::fflush(stderr);
     }
-    if (tc.eval_every > 0 && (n % tc.eval_every == 0 || n == tc.max_steps)) {
-      res.last_val_loss = evaluate();
-      metrics.eval(n, res.last_val_loss);
+    if (data.has_val() && (n % tc.eval_every == 0 || n == tc.max_steps)) {
+      const EvalResult ev = run_eval();
+      res.last_val_loss = ev.loss;
+      res.last_val_accuracy = ev.accuracy;
+      metrics.eval(n, ev.loss, ev.accuracy);
       hb.beat();
       if (progress)
-        std::fprintf(stderr, "%sstep %lld | val loss %.4f\n", tty ? "\n" : "", (long long)n,
-                     res.last_val_loss);
+        std::fprintf(stderr, "%sstep %lld | val loss %.4f%s\n", tty ? "\n" : "", (long long)n,
+                     ev.loss,
+                     ev.accuracy >= 0
+                         ? (" | token accuracy " + std::to_string(ev.accuracy).substr(0, 6)).c_str()
+                         : "");
     }
     for (const StragglerWatch::Change& c : stragglers.observe(reducer.rank_seconds())) {
       events.emit(c.slow ? "straggler" : "straggler_recovered",

@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-#include "tandem/train/config.h"
+#include "tandem/ckpt/config.h"
 
 namespace tandem {
 
@@ -20,7 +20,7 @@ struct TrainOptions {
 
 struct TrainResult {
   int64_t step = 0;
-  double last_loss = 0, last_val_loss = -1;
+  double last_loss = 0, last_val_loss = -1, last_val_accuracy = -1;
   double tokens_per_s = 0;
   std::string last_checkpoint;
   int rollbacks = 0, skipped_batches = 0, transient_faults = 0;

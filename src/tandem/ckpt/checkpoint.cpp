@@ -1,5 +1,5 @@
 // Checkpoint writing, verification and discovery.
-#include "tandem/train/checkpoint.h"
+#include "tandem/ckpt/checkpoint.h"
 
 #include <unistd.h>
 
@@ -111,6 +111,7 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointState& s
     man["step"] = state.step;
     man["config"] = state.config_text;
     man["tokenizer_sha256"] = state.tokenizer_sha256;
+    if (!state.chat_template.empty()) man["chat_template"] = state.chat_template;
     man["rng"] = {{"seed", state.seed}, {"kind", "counter"}};
     man["data"] = {{"samples_consumed", state.samples_consumed}};
     man["extra"] = extra;
@@ -182,6 +183,8 @@ CheckpointData load_checkpoint(const std::string& dir, const ParamLayout& layout
   d.state.step = man["step"].get<int64_t>();
   d.state.config_text = man["config"].get<std::string>();
   d.state.tokenizer_sha256 = man["tokenizer_sha256"].get<std::string>();
+  if (man.contains("chat_template") && man["chat_template"].is_string())
+    d.state.chat_template = man["chat_template"].get<std::string>();
   d.state.seed = man["rng"]["seed"].get<uint64_t>();
   d.state.samples_consumed = man["data"]["samples_consumed"].get<int64_t>();
   d.state.extra = man["extra"];

@@ -68,6 +68,16 @@ struct SupervisorConfig {
   int straggler_window = 20;
 };
 
+// [sft]: supervised fine-tuning (`tandem sft`) on labelled JSONL (data/sft.h), starting from
+// the weights of a checkpoint.
+struct SftConfig {
+  bool enabled = false;  // the config has an [sft] table
+  std::string init;      // a run directory (its newest checkpoint) or a step-NNNNNNNN/ directory
+  std::string train;     // JSONL of examples
+  std::string val;       // held-out JSONL ("": none)
+  std::string loss_on = "assistant";  // "assistant" (or the completion) or "all"
+};
+
 struct RunConfig {
   std::string source;  // the file it came from
   std::string text;    // the file's text, stored in checkpoints
@@ -77,6 +87,7 @@ struct RunConfig {
   CheckpointConfig checkpoint;
   GuardConfig guard;
   SupervisorConfig supervisor;
+  SftConfig sft;
   std::string out_dir;  // run directory: checkpoints, metrics.jsonl
 };
 

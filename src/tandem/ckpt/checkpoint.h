@@ -25,6 +25,7 @@ struct CheckpointState {
   uint64_t seed = 0;             // the run's RNG seed (all draws are counter-based)
   std::string config_text;       // the run's TOML config
   std::string tokenizer_sha256;
+  std::string chat_template;     // Jinja, when the tokenizer has the chat format ("": none)
   nlohmann::json extra = nlohmann::json::object();  // trainer bookkeeping (e.g. skipped batches)
 };
 

@@ -1,5 +1,5 @@
 // Strict TOML parsing of run configs on toml++.
-#include "tandem/train/config.h"
+#include "tandem/ckpt/config.h"
 
 #include <toml++/toml.h>
 
@@ -80,10 +80,10 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   for (const auto& [k, v] : root) {
     std::string key(k.str());
     static const std::set<std::string> kTables = {"model", "data",  "train",     "checkpoint",
-                                                  "guard", "supervisor", "run"};
+                                                  "guard", "supervisor", "run", "sft"};
     if (!kTables.count(key))
       fail("[config] " + source + ": unknown table '" + key +
-           "' (expected model, data, train, checkpoint, guard, supervisor, run)");
+           "' (expected model, data, train, checkpoint, guard, supervisor, run, sft)");
     if (!v.is_table()) fail("[config] " + source + ": '" + key + "' must be a table");
   }
   if (!root["model"].as_table()) fail("[config] " + source + ": missing table [model]");
@@ -183,6 +183,19 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   Table r(root["run"].as_table(), "run", source);
   r.get("out_dir", rc.out_dir, false);
   r.check_unknown();
+
+  if (const toml::table* st = root["sft"].as_table()) {
+    Table f(st, "sft", source);
+    SftConfig& sf = rc.sft;
+    sf.enabled = true;
+    f.get("init", sf.init, true);
+    f.get("train", sf.train, true);
+    f.get("val", sf.val, false);
+    f.get("loss_on", sf.loss_on, false);
+    f.check_unknown();
+    if (sf.loss_on != "assistant" && sf.loss_on != "all")
+      fail("[config] " + source + ": key 'sft.loss_on' must be \"assistant\" or \"all\"");
+  }
 
   auto need = [&](bool ok, const std::string& what) {
     if (!ok) fail("[config] " + source + ": key 'train." + what);
@@ -328,6 +341,13 @@ std::string run_config_toml(const RunConfig& rc) {
   w.put("straggler_window", s.straggler_window);
   w.table("run");
   w.put("out_dir", rc.out_dir);
+  if (rc.sft.enabled) {
+    w.table("sft");
+    w.put("init", rc.sft.init);
+    w.put("train", rc.sft.train);
+    w.put("val", rc.sft.val);
+    w.put("loss_on", rc.sft.loss_on);
+  }
   return "# Effective configuration of this run (file values with command-line overrides).\n" +
          w.str();
 }

@@ -1,0 +1,30 @@
+// The ChatML renderer and its Jinja twin (see chat.h).
+#include "tandem/data/chat.h"
+
+#include "tandem/data/tokenizer.h"
+
+namespace tandem {
+
+bool has_chat_format(const Tokenizer& tok) {
+  return tok.piece_id(kTurnStart) >= 0 && tok.piece_id(kTurnEnd) >= 0;
+}
+
+std::string render_chat_template(const std::vector<ChatMessage>& messages,
+                                 bool add_generation_prompt) {
+  std::string out;
+  for (const ChatMessage& m : messages)
+    out += std::string(kTurnStart) + m.role + "\n" + m.content + kTurnEnd + "\n";
+  if (add_generation_prompt) out += std::string(kTurnStart) + "assistant\n";
+  return out;
+}
+
+const std::string& chat_template_jinja() {
+  static const std::string t =
+      "{% for message in messages %}"
+      "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+      "{% endfor %}"
+      "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+  return t;
+}
+
+}  // namespace tandem
