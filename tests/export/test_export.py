@@ -187,11 +187,13 @@ class ChatTemplate(unittest.TestCase):
                  "return_token_ids": True}))
             r = c.getresponse()
             body = json.loads(r.read())
+            c.close()
             self.assertEqual(r.status, 200, body)
             return body["prompt_token_ids"][0]
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+            proc.stderr.close()
 
     def test_serve_and_llama_cpp_give_the_same_prompt_tokens(self):
         with tempfile.TemporaryDirectory() as d:
