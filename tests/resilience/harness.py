@@ -67,6 +67,10 @@ def write_config(path, data_dir, base="configs/tiny.toml", **sections):
     is the runs' backend unless `sections` name one."""
     cfg = toml.load(os.path.join(ROOT, base))
     cfg["data"] = {"dir": data_dir}
+    if base == "configs/tiny.toml":
+        # The generated corpus trains on the edge of stability at tiny's 3e-3: a loss spike
+        # after the warm-up that the guard rightly stops the run for. Tests are not about it.
+        cfg["train"]["lr"] = 2.5e-3
     if os.environ.get("TANDEM_TRAIN_BACKEND"):  # the whole suite on another backend
         cfg.setdefault("train", {})["backend"] = os.environ["TANDEM_TRAIN_BACKEND"]
     for table, keys in sections.items():

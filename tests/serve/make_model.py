@@ -19,7 +19,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     ds = h.prepare_dataset(out)
     cfg = h.write_config(os.path.join(out, "tiny.toml"), ds,
-                         train={"max_steps": 60, "eval_every": 0, "lr": 2e-3},
+                         train={"max_steps": 60, "eval_every": 0},
                          checkpoint={"every_steps": 60, "every_seconds": 0})
     shutil.rmtree(run, ignore_errors=True)
     h.run(["train", cfg, "--out-dir", run, "--no-supervise"], timeout=600)

@@ -264,7 +264,7 @@ class Streaming(unittest.TestCase):
 
     def test_stream_interval_batches_tokens_without_changing_text(self):
         body = {"model": "m", "prompt": "And the", "max_tokens": 40, "temperature": 1.0,
-                "seed": 11, "stop": ["zzzz"]}
+                "seed": 11, "stop": ["zzzz"], "min_tokens": 20}
         srv = Server("--stream-interval-ms", "300")
         try:
             t0 = time.monotonic()

@@ -1,13 +1,8 @@
-// The ChatML renderer and its Jinja twin (see chat.h).
+// The ChatML renderer and its Jinja twin (see chat.h); has_chat_format is in tokenizer.cpp, so
+// this file needs nothing but the standard library (the request fuzzer links it alone).
 #include "tandem/data/chat.h"
 
-#include "tandem/data/tokenizer.h"
-
 namespace tandem {
-
-bool has_chat_format(const Tokenizer& tok) {
-  return tok.piece_id(kTurnStart) >= 0 && tok.piece_id(kTurnEnd) >= 0;
-}
 
 std::string render_chat_template(const std::vector<ChatMessage>& messages,
                                  bool add_generation_prompt) {

@@ -14,6 +14,7 @@
 #include "tandem/core/fs.h"
 #include "tandem/core/hash.h"
 #include "tandem/core/rng.h"
+#include "tandem/data/chat.h"
 #include "tandem/data/corpus.h"
 
 namespace tandem {
@@ -91,6 +92,10 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text) const {
   auto st = sp_->Encode(text, &ids);
   if (!st.ok()) fail("[tokenizer] encode failed: " + st.ToString());
   return std::vector<int32_t>(ids.begin(), ids.end());
+}
+
+bool has_chat_format(const Tokenizer& tok) {
+  return tok.piece_id(kTurnStart) >= 0 && tok.piece_id(kTurnEnd) >= 0;
 }
 
 int32_t Tokenizer::piece_id(const std::string& piece) const {

@@ -302,6 +302,9 @@ GenRequest parse_request(Endpoint ep, std::string_view body_text, const Limits& 
   }
   if (const json* u = field(body, "user"); u && !u->is_string()) wrong_type("user", *u, "a string");
   r.return_token_ids = get_bool(body, "return_token_ids", false);
+  r.min_tokens = (int)get_int(body, "min_tokens", 0, 0, lim.max_tokens);
+  if (r.max_tokens > 0 && r.min_tokens > r.max_tokens)
+    throw bad_request("'min_tokens' must not exceed 'max_tokens'", "min_tokens");
   return r;
 }
 

@@ -60,6 +60,8 @@ struct GenRequest {
   bool stream = false, include_usage = false;
   // Extension (as vLLM's): the response also carries the prompt's token ids.
   bool return_token_ids = false;
+  // Extension (as vLLM's): no end of sequence or of turn before this many tokens.
+  int min_tokens = 0;
   bool logprobs = false;  // return logprobs of chosen tokens
   int top_logprobs = 0;   // and this many alternatives per position
 };

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <span>
 
@@ -323,9 +324,16 @@ void Scheduler::run_step(std::vector<Seq*>& active) {
     if (!emits[i]) continue;
     try {
       const Seq& s = *who[i];
-      const std::span<const float> row(logits + (size_t)i * V, V);
-      next_of[i] = sample_token(row, s.sp, s.ids.size());
       const GenRequest& r = s.job->request();
+      std::span<const float> row(logits + (size_t)i * V, V);
+      std::vector<float> held;
+      if (s.generated < r.min_tokens) {  // min_tokens: no end before that many tokens
+        held.assign(row.begin(), row.end());
+        held[(size_t)tok_.eos_id()] = -std::numeric_limits<float>::infinity();
+        if (turn_end_ >= 0) held[(size_t)turn_end_] = -std::numeric_limits<float>::infinity();
+        row = std::span<const float>(held);
+      }
+      next_of[i] = sample_token(row, s.sp, s.ids.size());
       if (r.logprobs) lp_of[i] = logprobs_of(tok_, row, next_of[i], r.top_logprobs);
     } catch (const std::exception& e) {
       err_of[i] = e.what();

@@ -237,9 +237,9 @@ GradReducer::GradReducer(Llama& model, int shards, const RankGroup& group)
 }
 
 std::function<void(int)> GradReducer::ready_hook(int shard) {
-  // The rank's last shard completes its part of the sum; a fault that corrupts the bucket
-  // before the sum needs the whole bucket first.
-  hooked_ = overlap_ && shard == first_ + count_ - 1 && flip_bit_ < 0;
+  // The rank's last shard completes its part of the sum. Every rank reduces the same buckets
+  // in the same order whatever happens to one of them (a fault is applied inside its bucket).
+  hooked_ = overlap_ && shard == first_ + count_ - 1;
   if (!hooked_) return nullptr;
   step_hooked_ = true;
   return [this](int block) {
@@ -247,6 +247,15 @@ std::function<void(int)> GradReducer::ready_hook(int shard) {
     const auto [first, last] = blocks_[b];
     sum_.add_segments(model_.grads(), first, last);
     const auto& ts = model_.layout().tensors;
+    if (flip_bit_ >= 0) {  // fault injection: this rank's bucket corrupted before its sum
+      const size_t at = flip_which_ % sum_.size();
+      for (size_t i = first; i < last; ++i)
+        if (at >= ts[i].offset && at < ts[i].offset + ts[i].numel) {
+          int64_t& x = sum_.accumulator()[at];
+          x = (int64_t)((uint64_t)x ^ (1ull << flip_bit_));
+          flip_bit_ = -1;
+        }
+    }
     bg_->push([this, b, first = first, last = last, &ts] {
       if (b + 1 == blocks_.size() && delay_s_ > 0)  // a slow link: the step's first collective
         std::this_thread::sleep_for(std::chrono::duration<double>(delay_s_));
