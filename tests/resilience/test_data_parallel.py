@@ -227,20 +227,24 @@ class Chaos(unittest.TestCase):
                             for e in ev))
         exits = {e["worker_pid"]: e for e in ev if e["event"] == "worker_exit"}
         report = []
-        for rank, sig, pid, t in sent:
+        for i, (rank, sig, pid, t) in enumerate(sent):
+            until = sent[i + 1][3] if i + 1 < len(sent) else float("inf")
             ex = exits.get(pid)
             self.assertIsNotNone(ex, f"rank {rank} (pid {pid}) never exited")
             self.assertEqual(ex.get("signal"), signal.SIGKILL)
             self.assertGreaterEqual(ex["t"], t - 0.05)
-            if sig == signal.SIGKILL and ex["t"] >= t - 0.05:
+            if sig == signal.SIGKILL:
                 found = ex["t"] - t  # the supervisor reaps it
             else:
-                # A stopped rank holds its connections open: the others' deadline finds it.
-                failed = [e for e in ev if e["event"] == "collective_failed" and e["t"] >= t]
+                # A stopped rank holds its connections open: the others' deadline finds it. (A
+                # rank that timed out closes its connections, so its neighbours may log a lost
+                # peer a few ms before its own event is written.)
+                failed = [e for e in ev if e["event"] == "collective_failed" and t <= e["t"] < until]
                 self.assertTrue(failed, f"stopped rank {rank} was not detected")
-                self.assertEqual(failed[0]["kind"], "timeout")
-                found = failed[0]["t"] - t
-                self.assertGreaterEqual(failed[0]["waited_s"], timeout - 0.5)
+                timeouts = [e for e in failed if e["kind"] == "timeout"]
+                self.assertTrue(timeouts, [(e["rank"], e["kind"], e["message"]) for e in failed])
+                self.assertGreaterEqual(max(e["waited_s"] for e in timeouts), timeout - 0.5)
+                found = min(e["t"] for e in failed) - t
             report.append(f"rank {rank} {signal.Signals(sig).name}: detected after {found:.2f} s")
             self.assertLess(found, timeout + 60, report[-1])  # the deadline, plus a slow machine
         print("\n".join(report), file=sys.stderr)

@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 
 #include "../common/test_util.h"
+#include <set>
+
 #include "tandem/rl/countdown.h"
+#include "tandem/rl/tasks.h"
 #include "tandem/rl/verifier.h"
 
 namespace tandem {
@@ -115,6 +118,38 @@ TEST(Verifiers, AnExternalCommandScoresOrFailsWithItsName) {
             (std::vector<double>{0, 0}));
   EXPECT_NE(why.find("exited with status 1"), std::string::npos);
   EXPECT_NE(error_of([&] { make_verifier(spec("true", 1, "ignore")); }).find("on_error"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace tandem
+
+namespace tandem {
+namespace {
+
+TEST(Tasks, SynthesizedProblemsAreDistinctReproducibleAndSolvedByTheirAnswers) {
+  for (const std::string task : {"addition", "countdown"}) {
+    auto a = synth_task(task, 300, 7, 2);
+    auto b = synth_task(task, 300, 7, 2);
+    ASSERT_EQ(a.size(), 300u);
+    std::set<std::string> q;
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_EQ(a[i].question, b[i].question);
+      q.insert(a[i].question);
+    }
+    EXPECT_EQ(q.size(), a.size()) << task;  // no problem twice
+    EXPECT_NE(synth_task(task, 5, 8, 2)[0].question, a[0].question);
+    // The written answer earns the reward, a wrong one does not.
+    auto v = make_verifier(spec_of(task, a[0].verifier));
+    std::vector<Sample> s;
+    for (const auto& t : a) s.push_back({t.question, t.answer, t.reference});
+    for (double r : v->score(s)) EXPECT_EQ(r, 1.0) << task;
+    s[0].completion = "answer: 100000";
+    EXPECT_EQ(v->score({s[0]})[0], 0.0);
+  }
+  EXPECT_NE(error_of([] { synth_task("chess", 1, 1, 2); }).find("unknown task 'chess'"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { synth_task("addition", 500, 1, 1); }).find("fewer than 500 distinct"),
             std::string::npos);
 }
 

@@ -17,6 +17,7 @@ void add_status(CLI::App& app, Action& action);
 void add_serve(CLI::App& app, Action& action);
 void add_export(CLI::App& app, Action& action);
 void add_verify(CLI::App& app, Action& action);
+void add_eval(CLI::App& app, Action& action);
 void add_logits(CLI::App& app, Action& action);
 void add_conformance(CLI::App& app, Action& action);
 

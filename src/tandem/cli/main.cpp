@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   tandem::cli::add_serve(app, action);
   tandem::cli::add_export(app, action);
   tandem::cli::add_verify(app, action);
+  tandem::cli::add_eval(app, action);
   tandem::cli::add_conformance(app, action);
   tandem::cli::add_logits(app, action);
   try {
