@@ -136,5 +136,42 @@ TEST(Determinism, SameSeedSameBits) {
   EXPECT_FALSE(same_bits(r1.grads, run_step(m3, b).grads));
 }
 
+
+// Fine-tuning rows: a masked position adds exactly nothing. Its target does not enter the loss
+// and its logits' gradient is zero, so padding after an example (masked targets, any input
+// tokens: causal attention keeps later positions out of earlier ones) leaves every gradient
+// bit as it was, and a prompt position's would-be target cannot matter either.
+TEST_P(GradCheck, MaskedPositionsContributeExactlyZeroGradient) {
+  const ModelConfig& cfg = GetParam().cfg;
+  auto be = make_backend("cpu", 2);
+  Llama m(cfg, *be);
+  init_test_weights(m, 11);
+  test::Batch b = test::make_batch(cfg, 5, 2, 16);
+  const int T = b.T;
+  // Row 0: positions 0-3 a masked prompt, 4-9 taught, 10-15 padding. Row 1 stays as made.
+  for (int t = 0; t < 4; ++t) b.targets[t] = -1;
+  for (int t = 10; t < T; ++t) b.targets[t] = -1;
+  b.num_valid = 0;
+  for (int32_t t : b.targets) b.num_valid += t >= 0;
+  m.reserve(b.B, b.T);
+  const auto base = test::run_step(m, b);
+  test::Batch other = b;
+  for (int t = 10; t < T; ++t) other.tokens[t] = (other.tokens[t] + 7 + t) % cfg.vocab_size;
+  const auto padded = test::run_step(m, other);
+  EXPECT_EQ(std::memcmp(base.grads.data(), padded.grads.data(), base.grads.size() * 4), 0);
+  EXPECT_EQ(base.loss, padded.loss);
+  // The gradient of the logits at every masked position is exactly zero.
+  m.zero_grads();
+  m.forward(b.tokens.data(), b.B, b.T);
+  m.loss(b.targets.data(), 1.0f / (float)b.num_valid, true);
+  std::vector<float> dl((size_t)b.B * T * cfg.vocab_size);
+  m.backend().to_host(dl.data(), m.logits(), dl.size() * sizeof(float));
+  for (int p = 0; p < b.B * T; ++p) {
+    if (b.targets[p] >= 0) continue;
+    for (int v = 0; v < cfg.vocab_size; ++v)
+      ASSERT_EQ(dl[(size_t)p * cfg.vocab_size + v], 0.0f) << "position " << p;
+  }
+}
+
 }  // namespace
 }  // namespace tandem::test
