@@ -50,7 +50,7 @@ def tearDownModule():
     shutil.rmtree(WORK, ignore_errors=True)
 
 
-def sft_config(name, model=None, **sft):
+def sft_config(name, model=None, guard=None, **sft):
     keys = {"init": BASE, "train": os.path.join(WORK, "train.jsonl"),
             "val": os.path.join(WORK, "val.jsonl")}
     keys.update(sft)
@@ -60,6 +60,8 @@ def sft_config(name, model=None, **sft):
                 "supervisor": {"backoff_s": 0.05}, "sft": keys}
     if model:
         sections["model"] = model
+    if guard:
+        sections["guard"] = guard
     return h.write_config(os.path.join(WORK, name + ".toml"), DATA, **sections)
 
 
@@ -108,6 +110,23 @@ class Resumes(unittest.TestCase):
         d = os.path.join(WORK, "two")
         h.run(["sft", sft_config("two"), "--out-dir", d, "--threads", "1", "--nproc", "2"])
         self.assertEqual(h.final_state(d, STEPS), want)
+
+
+class Guard(unittest.TestCase):
+    def test_a_batch_that_spikes_again_on_replay_is_learned_from_not_skipped(self):
+        # bad_batch@25: the batch of step 25 is garbage every time it is drawn. Pre-training
+        # skips such a batch as bad data; fine-tuning keeps every labelled example.
+        d = os.path.join(WORK, "hard")
+        h.run(["sft", sft_config("hard"), "--out-dir", d, "--threads", "1", "--no-supervise",
+               "--inject", "bad_batch@25"])
+        ev = h.events(d)
+        self.assertEqual([e["step"] for e in ev if e["event"] == "hard_batch"], [25])
+        self.assertEqual([e for e in ev if e["event"] == "batch_skipped"], [])
+        self.assertEqual([e["from_step"] for e in ev if e["event"] == "rollback"], [25])
+        d = os.path.join(WORK, "skip")
+        h.run(["sft", sft_config("skip", guard={"skip_bad_batches": True}), "--out-dir", d,
+               "--threads", "1", "--no-supervise", "--inject", "bad_batch@25"])
+        self.assertEqual([e["step"] for e in h.events(d) if e["event"] == "batch_skipped"], [25])
 
 
 class BadInput(unittest.TestCase):

@@ -162,6 +162,8 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   g.get("max_rollbacks", gc.max_rollbacks, false);
   g.get("fingerprint_every", gc.fingerprint_every, false);
   g.get("replay_check_every", gc.replay_check_every, false);
+  g.get("skip_bad_batches", gc.skip_bad_batches, false);
+  const bool skip_set = g.has("skip_bad_batches");
   g.check_unknown();
 
   Table s(root["supervisor"].as_table(), "supervisor", source);
@@ -193,6 +195,7 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
     f.get("val", sf.val, false);
     f.get("loss_on", sf.loss_on, false);
     f.check_unknown();
+    if (!skip_set) gc.skip_bad_batches = false;
     if (sf.loss_on != "assistant" && sf.loss_on != "all")
       fail("[config] " + source + ": key 'sft.loss_on' must be \"assistant\" or \"all\"");
   }
@@ -325,6 +328,7 @@ std::string run_config_toml(const RunConfig& rc) {
   w.put("max_rollbacks", g.max_rollbacks);
   w.put("fingerprint_every", g.fingerprint_every);
   w.put("replay_check_every", g.replay_check_every);
+  w.put("skip_bad_batches", g.skip_bad_batches);
   const SupervisorConfig& s = rc.supervisor;
   w.table("supervisor");
   w.put("max_restarts", s.max_restarts);

@@ -48,6 +48,10 @@ struct GuardConfig {
   int max_rollbacks = 3;           // consecutive rollbacks before the run stops with a diagnosis
   int64_t fingerprint_every = 100; // steps between state fingerprints in the event log; 0: off
   int64_t replay_check_every = 0;  // steps between bit-exact gradient replays; 0: off
+  // A spike that comes back when its step is replayed follows the batch: skip it as bad data
+  // (pre-training), or learn from it as a hard batch (false; the default for [sft], where
+  // every labelled example counts).
+  bool skip_bad_batches = true;
 };
 
 // [supervisor]: restarts of a crashed or hung training process.

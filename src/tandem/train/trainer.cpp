@@ -331,6 +331,15 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       state.samples = s0 + global_batch;
       continue;
     }
+    if (!verdict.ok && pending_step == n && pending_samples == s0 && !gc.skip_bad_batches &&
+        verdict.kind != "non_finite") {
+      // The spike came back on replay from a good state, so it is the batch; with labelled
+      // data a hard batch is still data: learn from it rather than skip it.
+      events.emit("hard_batch", {{"step", n}, {"kind", verdict.kind}, {"samples", s0},
+                                 {"score", verdict.score}});
+      pending_step = -1;
+      verdict = GuardVerdict{};
+    }
     if (!verdict.ok) {
       events.emit("anomaly", {{"step", n},
                               {"kind", verdict.kind},
