@@ -288,14 +288,15 @@ void GradReducer::add_shard(int shard, double loss_sum) {
     hooked_ = false;
     return;
   }
+  sum_.add(host_grads());
+}
+
+float* GradReducer::host_grads() {
+  if (model_.backend().name() == "cpu") return model_.grads();
   const size_t P = model_.num_params();
-  const float* g = model_.grads();
-  if (model_.backend().name() != "cpu") {
-    host_.resize(P);
-    model_.backend().to_host(host_.data(), model_.grads(), P * sizeof(float));
-    g = host_.data();
-  }
-  sum_.add(g);
+  host_.resize(P);
+  model_.backend().to_host(host_.data(), model_.grads(), P * sizeof(float));
+  return host_.data();
 }
 
 bool GradReducer::finish() {
@@ -327,12 +328,7 @@ bool GradReducer::finish() {
     group_.comm()->all_reduce(sum_.accumulator(), sum_.size(), CommType::kI64, CommOp::kSum);
   if (plain_ && group_.comm()) {
     const size_t P = model_.num_params();
-    float* g = model_.grads();
-    if (model_.backend().name() != "cpu") {
-      host_.resize(P);
-      model_.backend().to_host(host_.data(), g, P * sizeof(float));
-      g = host_.data();
-    }
+    float* g = host_grads();
     group_.comm()->all_reduce(g, P, CommType::kF32, CommOp::kSum);
     if (g != model_.grads()) model_.backend().to_device(model_.grads(), g, P * sizeof(float));
   }

@@ -116,6 +116,8 @@ class GradReducer {
   void set_comm_delay(double s) { delay_s_ = s; }   // fault injection: a slow link
 
  private:
+  // The gradient where the host can read it: model.grads() on the CPU, else a copy in host_.
+  float* host_grads();
   Llama& model_;
   const RankGroup& group_;
   int shards_, first_, count_;
