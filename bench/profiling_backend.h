@@ -74,6 +74,10 @@ class ProfilingBackend final : public Backend {
                      float s) override {
     t("cross_entropy", [&] { b_.cross_entropy(l, d, x, tg, N, V, s); });
   }
+  void cross_entropy_rows(float* l, float* e, float* d, const float* x, const int32_t* tg,
+                          const float* w, int N, int V) override {
+    t("cross_entropy", [&] { b_.cross_entropy_rows(l, e, d, x, tg, w, N, V); });
+  }
   void adamw(float* p, float* m, float* v, const float* g, size_t n, float lr, float b1, float b2,
              float e, float wd, int64_t step) override {
     t("adamw", [&] { b_.adamw(p, m, v, g, n, lr, b1, b2, e, wd, step); });

@@ -165,5 +165,76 @@ TEST(CrossEntropy, StableForLargeLogits) {
   EXPECT_NEAR(dl[2 * V + 7], 0.0, 1e-6) << "softmax of the dominant logit is ~1, minus onehot";
 }
 
+// cross_entropy_rows: entropies against a double reference, dlogits against finite
+// differences of sum_n w_n * loss_n (weights of either sign), in a separate buffer and in place.
+std::vector<double> ref_entropies(const std::vector<double>& logits,
+                                  const std::vector<int32_t>& targets, int N, int V) {
+  std::vector<double> h(N, 0.0);
+  for (int n = 0; n < N; ++n) {
+    if (targets[n] < 0) continue;
+    const double* row = logits.data() + static_cast<size_t>(n) * V;
+    double mx = row[0];
+    for (int i = 1; i < V; ++i) mx = std::max(mx, row[i]);
+    double s = 0;
+    for (int i = 0; i < V; ++i) s += std::exp(row[i] - mx);
+    for (int i = 0; i < V; ++i) {
+      const double p = std::exp(row[i] - mx) / s;
+      if (p > 0) h[n] -= p * std::log(p);
+    }
+  }
+  return h;
+}
+
+TEST(CrossEntropyRows, WeightedGradientAndEntropy) {
+  for (const auto& s : kShapes) {
+    for (bool in_place : {false, true}) {
+      SCOPED_TRACE(label(s) + (in_place ? " in place" : ""));
+      const size_t NV = static_cast<size_t>(s.N) * s.V;
+      auto logits = uniform(NV, 340, -4.f, 4.f);
+      auto targets = ce_targets(s, 341);
+      auto weights = uniform(s.N, 342, -2.f, 2.f);
+      auto idx = sample_indices(NV, 1500, 343);
+      std::vector<double> want(NV, 0.0);
+      for (int n = 0; n < s.N; ++n) {  // finite differences of w_n * loss_n, row by row
+        std::vector<size_t> row_idx;
+        for (size_t i : idx)
+          if (static_cast<int>(i / s.V) == n) row_idx.push_back(i);
+        auto g = fd_dlogits(logits, targets, s.N, s.V, weights[n], row_idx);
+        for (size_t i : row_idx) want[i] = g[i];
+      }
+      DeviceBuf<float> d_logits(logits), d_losses(s.N), d_ent(s.N), d_dl(NV), d_w(weights);
+      DeviceBuf<int32_t> d_t(targets);
+      float* dl = in_place ? d_logits.get() : d_dl.get();
+      backend().cross_entropy_rows(d_losses.get(), d_ent.get(), dl, d_logits.get(), d_t.get(),
+                                   d_w.get(), s.N, s.V);
+      const auto L = to_double(logits);
+      EXPECT_TRUE(close(d_losses.download(), ref_losses(L, targets, s.N, s.V), kFwdTol));
+      EXPECT_TRUE(close(d_ent.download(), ref_entropies(L, targets, s.N, s.V), kFwdTol))
+          << "entropies";
+      auto got = in_place ? d_logits.download() : d_dl.download();
+      EXPECT_TRUE(close_at(got, want, idx, kGradTol)) << "weighted dlogits";
+      for (int n = 0; n < s.N; ++n)  // a masked row has no gradient at all
+        if (targets[n] < 0)
+          for (int v = 0; v < s.V; ++v) ASSERT_EQ(got[(size_t)n * s.V + v], 0.f);
+    }
+  }
+}
+
+TEST(CrossEntropyRows, SameBitsAsCrossEntropyWithOneWeight) {
+  // The per-row kernel with every weight equal to dscale is the plain kernel.
+  const CeShape s{6, 1000};
+  const size_t NV = static_cast<size_t>(s.N) * s.V;
+  auto logits = uniform(NV, 350, -4.f, 4.f);
+  auto targets = ce_targets(s, 351);
+  std::vector<float> w(s.N, 0.125f);
+  DeviceBuf<float> d_logits(logits), l1(s.N), l2(s.N), g1(NV), g2(NV), d_w(w);
+  DeviceBuf<int32_t> d_t(targets);
+  backend().cross_entropy(l1.get(), g1.get(), d_logits.get(), d_t.get(), s.N, s.V, 0.125f);
+  backend().cross_entropy_rows(l2.get(), nullptr, g2.get(), d_logits.get(), d_t.get(), d_w.get(),
+                               s.N, s.V);
+  EXPECT_EQ(l1.download(), l2.download());
+  EXPECT_EQ(g1.download(), g2.download());
+}
+
 }  // namespace
 }  // namespace tandem::test

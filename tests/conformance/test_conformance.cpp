@@ -75,6 +75,10 @@ class FaultyBackend final : public Backend {
                      float s) override {
     b_.cross_entropy(l, d, x, t, N, V, s);
   }
+  void cross_entropy_rows(float* l, float* e, float* d, const float* x, const int32_t* t,
+                          const float* w, int N, int V) override {
+    b_.cross_entropy_rows(l, e, d, x, t, w, N, V);
+  }
   void adamw(float* p, float* m, float* v, const float* g, size_t n, float lr, float b1, float b2,
              float e, float wd, int64_t t) override {
     b_.adamw(p, m, v, g, n, lr, b1, b2, e, wd, t);

@@ -159,6 +159,18 @@ class Backend {
                              const float* logits,     // (N, V)
                              const int32_t* targets,  // (N)
                              int N, int V, float dscale) = 0;
+  // The same per row, with a weight per row instead of one scale (a policy-gradient objective
+  // weighs each token by its advantage; the weights may be negative) and, when `entropies` is
+  // non-null, the entropy of each row's softmax: entropies[n] = -sum_v p_v log p_v (0 for a
+  // masked row). dlogits (null or aliasing logits as above) receives
+  // weights[n] * (softmax - onehot).
+  virtual void cross_entropy_rows(float* losses,           // (N)
+                                  float* entropies,        // (N) or null
+                                  float* dlogits,          // (N, V) or null
+                                  const float* logits,     // (N, V)
+                                  const int32_t* targets,  // (N)
+                                  const float* weights,    // (N); read only with dlogits
+                                  int N, int V) = 0;
 
   // ---- optimizer and gradient utilities -----------------------------------------------------
   // AdamW with decoupled weight decay: p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p).

@@ -162,6 +162,20 @@ const std::vector<KernelCases>& all_cases() {
          float* dl = c.output((size_t)N * V);
          c.time([&] { c.be().cross_entropy(losses, dl, logits, tg, N, V, 1.f / N); });
        }},
+      {"cross_entropy_rows", kReduction,
+       {{1, 1}, {5, 17}, {32, 4096}},
+       [](Ctx& c, const Dims& d) {
+         const int N = d[0], V = d[1];
+         float* logits = c.input((size_t)N * V, -6, 6);
+         std::vector<int32_t> t = tokens(N, V, 4);
+         if (N > 2) t[2] = -1;  // a masked row
+         int32_t* tg = c.ints(t);
+         float* w = c.input(N, -2, 2);  // advantages of either sign
+         float* losses = c.output(N);
+         float* ent = c.output(N);
+         float* dl = c.output((size_t)N * V);
+         c.time([&] { c.be().cross_entropy_rows(losses, ent, dl, logits, tg, w, N, V); });
+       }},
       {"adamw", kElementwise,
        // n, t
        {{1, 1}, {1001, 1}, {100000, 10}},

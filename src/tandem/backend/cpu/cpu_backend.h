@@ -55,6 +55,8 @@ class CpuBackend final : public Backend {
   void add(float* out, const float* a, const float* b, size_t n) override;
   void cross_entropy(float* losses, float* dlogits, const float* logits, const int32_t* targets,
                      int N, int V, float dscale) override;
+  void cross_entropy_rows(float* losses, float* entropies, float* dlogits, const float* logits,
+                          const int32_t* targets, const float* weights, int N, int V) override;
   void adamw(float* p, float* m, float* v, const float* g, size_t n, float lr, float beta1,
              float beta2, float eps, float wd, int64_t t) override;
   double sum_squares(const float* x, size_t n) override;

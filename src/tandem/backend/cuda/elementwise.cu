@@ -166,6 +166,51 @@ __global__ void k_cross_entropy(float* losses, float* dlogits, const float* logi
   }
 }
 
+// As k_cross_entropy with a weight per row, and the entropy of each row's softmax.
+__global__ void k_cross_entropy_rows(float* losses, float* entropies, float* dlogits,
+                                     const float* logits, const int32_t* targets,
+                                     const float* weights, int V) {
+  __shared__ float sh[kThreads];
+  __shared__ double shd[kThreads];
+  const size_t off = (size_t)blockIdx.x * V;
+  const float* x = logits + off;
+  const int tgt = targets[blockIdx.x];
+  if (tgt < 0) {
+    if (threadIdx.x == 0) {
+      losses[blockIdx.x] = 0.f;
+      if (entropies) entropies[blockIdx.x] = 0.f;
+    }
+    if (dlogits)
+      for (int v = threadIdx.x; v < V; v += kThreads) dlogits[off + v] = 0.f;
+    return;
+  }
+  float mx = -INFINITY;
+  for (int v = threadIdx.x; v < V; v += kThreads) mx = fmaxf(mx, x[v]);
+  mx = block_reduce(mx, sh, Max{});
+  const float xt = x[tgt];
+  float sum = 0.f;
+  double px = 0.0;
+  for (int v = threadIdx.x; v < V; v += kThreads) {
+    const float e = expf(x[v] - mx);
+    sum += e;
+    if (entropies) px += (double)e * (x[v] - mx);
+  }
+  sum = block_reduce(sum, sh, Sum{});
+  if (entropies) px = block_reduce(px, shd, Sum{});
+  const float lse = logf(sum);
+  if (threadIdx.x == 0) {
+    losses[blockIdx.x] = mx + lse - xt;
+    if (entropies) entropies[blockIdx.x] = (float)((double)lse - px / sum);
+  }
+  if (!dlogits) return;
+  const float w = weights[blockIdx.x];
+  const float k = w / sum;
+  for (int v = threadIdx.x; v < V; v += kThreads) {
+    const float e = expf(x[v] - mx) * k;
+    dlogits[off + v] = v == tgt ? e - w : e;
+  }
+}
+
 __global__ void k_adamw(float* p, float* m, float* v, const float* g, size_t n, float lr,
                         float beta1, float beta2, float eps, float wd, float inv_c1,
                         float inv_c2) {
@@ -285,6 +330,14 @@ void CudaBackend::cross_entropy(float* losses, float* dlogits, const float* logi
                                 const int32_t* targets, int N, int V, float dscale) {
   if (N == 0) return;
   k_cross_entropy<<<N, kThreads>>>(losses, dlogits, logits, targets, V, dscale);
+  TANDEM_CU_LAUNCHED();
+}
+
+void CudaBackend::cross_entropy_rows(float* losses, float* entropies, float* dlogits,
+                                     const float* logits, const int32_t* targets,
+                                     const float* weights, int N, int V) {
+  if (N == 0) return;
+  k_cross_entropy_rows<<<N, kThreads>>>(losses, entropies, dlogits, logits, targets, weights, V);
   TANDEM_CU_LAUNCHED();
 }
 
