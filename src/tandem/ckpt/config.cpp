@@ -80,10 +80,11 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
   for (const auto& [k, v] : root) {
     std::string key(k.str());
     static const std::set<std::string> kTables = {"model", "data",  "train",     "checkpoint",
-                                                  "guard", "supervisor", "run", "sft"};
+                                                  "guard", "supervisor", "run", "sft",
+                                                  "grpo"};
     if (!kTables.count(key))
       fail("[config] " + source + ": unknown table '" + key +
-           "' (expected model, data, train, checkpoint, guard, supervisor, run, sft)");
+           "' (expected model, data, train, checkpoint, guard, supervisor, run, sft, grpo)");
     if (!v.is_table()) fail("[config] " + source + ": '" + key + "' must be a table");
   }
   if (!root["model"].as_table()) fail("[config] " + source + ": missing table [model]");
@@ -198,6 +199,71 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
     if (!skip_set) gc.skip_bad_batches = false;
     if (sf.loss_on != "assistant" && sf.loss_on != "all")
       fail("[config] " + source + ": key 'sft.loss_on' must be \"assistant\" or \"all\"");
+  }
+
+  if (const toml::table* gt = root["grpo"].as_table()) {
+    if (rc.sft.enabled)
+      fail("[config] " + source + ": [sft] and [grpo] are two kinds of run: use one per config");
+    Table f(gt, "grpo", source);
+    GrpoConfig& g = rc.grpo;
+    g.enabled = true;
+    f.get("init", g.init, true);
+    f.get("ref", g.ref, false);
+    f.get("prompts", g.prompts, true);
+    f.get("val", g.val, false);
+    f.get("val_limit", g.val_limit, false);
+    f.get("loss", g.loss, false);
+    f.get("group_size", g.group_size, false);
+    f.get("prompts_per_step", g.prompts_per_step, false);
+    f.get("max_new_tokens", g.max_new_tokens, false);
+    f.get("temperature", g.temperature, false);
+    f.get("top_k", g.top_k, false);
+    f.get("top_p", g.top_p, false);
+    f.get("clip_low", g.clip_low, false);
+    f.get("clip_high", g.clip_high, false);
+    f.get("beta", g.beta, false);
+    f.get("passes", g.passes, false);
+    bool ds = false, om = false;
+    if (gt->contains("dynamic_sampling")) f.get("dynamic_sampling", ds, false), g.dynamic_sampling = ds;
+    if (gt->contains("overlong_mask")) f.get("overlong_mask", om, false), g.overlong_mask = om;
+    f.get("max_resample", g.max_resample, false);
+    f.get("rollout_slots", g.rollout_slots, false);
+    f.get("verifier", g.verifier, false);
+    f.get("pattern", g.pattern, false);
+    f.get("command", g.command, false);
+    f.get("timeout_s", g.timeout_s, false);
+    f.get("on_error", g.on_error, false);
+    f.get("format_pattern", g.format_pattern, false);
+    f.get("format_weight", g.format_weight, false);
+    f.check_unknown();
+    auto bad = [&](bool ok, const char* key, const std::string& what) {
+      if (!ok) fail("[config] " + source + ": key 'grpo." + key + "' " + what);
+    };
+    bad(g.loss == "grpo" || g.loss == "dr_grpo" || g.loss == "dapo", "loss",
+        "must be \"grpo\", \"dr_grpo\" or \"dapo\", not \"" + g.loss + "\"");
+    const bool dapo = g.loss == "dapo";
+    if (g.clip_high < 0) g.clip_high = dapo ? 0.28 : g.clip_low;
+    if (g.dynamic_sampling < 0) g.dynamic_sampling = dapo;
+    if (g.overlong_mask < 0) g.overlong_mask = dapo;
+    bad(g.group_size >= 2, "group_size", "must be at least 2 (advantages compare a group)");
+    bad(g.prompts_per_step >= 1, "prompts_per_step", "must be positive");
+    bad(g.max_new_tokens >= 1, "max_new_tokens", "must be positive");
+    bad(g.temperature > 0, "temperature", "must be positive (rollouts sample the policy)");
+    bad(g.top_k >= 0, "top_k", "must be >= 0");
+    bad(g.top_p > 0 && g.top_p <= 1, "top_p", "must be in (0, 1]");
+    bad(g.clip_low > 0 && g.clip_low < 1, "clip_low", "must be in (0, 1)");
+    bad(g.clip_high > 0, "clip_high", "must be positive");
+    bad(g.beta >= 0, "beta", "must not be negative");
+    bad(g.passes >= 1, "passes", "must be positive");
+    bad(g.max_resample >= 1, "max_resample", "must be positive");
+    bad(g.rollout_slots >= 0, "rollout_slots", "must be >= 0");
+    bad(g.val_limit >= 0, "val_limit", "must be >= 0");
+    bad(g.on_error == "stop" || g.on_error == "zero", "on_error", "must be \"stop\" or \"zero\"");
+    bad(g.timeout_s > 0, "timeout_s", "must be positive");
+    // A step's rollouts are its batch: grad_accum micro-batches of batch_size rows hold them.
+    const int rows = g.prompts_per_step * g.group_size;
+    tc.grad_accum = (rows + tc.batch_size - 1) / tc.batch_size;
+    if (!skip_set) gc.skip_bad_batches = false;
   }
 
   auto need = [&](bool ok, const std::string& what) {
@@ -351,6 +417,37 @@ std::string run_config_toml(const RunConfig& rc) {
     w.put("train", rc.sft.train);
     w.put("val", rc.sft.val);
     w.put("loss_on", rc.sft.loss_on);
+  }
+  if (rc.grpo.enabled) {
+    const GrpoConfig& g = rc.grpo;
+    w.table("grpo");
+    w.put("init", g.init);
+    w.put("ref", g.ref);
+    w.put("prompts", g.prompts);
+    w.put("val", g.val);
+    w.put("val_limit", g.val_limit);
+    w.put("loss", g.loss);
+    w.put("group_size", g.group_size);
+    w.put("prompts_per_step", g.prompts_per_step);
+    w.put("max_new_tokens", g.max_new_tokens);
+    w.put("temperature", g.temperature);
+    w.put("top_k", g.top_k);
+    w.put("top_p", g.top_p);
+    w.put("clip_low", g.clip_low);
+    w.put("clip_high", g.clip_high);
+    w.put("beta", g.beta);
+    w.put("passes", g.passes);
+    w.put("dynamic_sampling", g.dynamic_sampling != 0);
+    w.put("max_resample", g.max_resample);
+    w.put("overlong_mask", g.overlong_mask != 0);
+    w.put("rollout_slots", g.rollout_slots);
+    w.put("verifier", g.verifier);
+    w.put("pattern", g.pattern);
+    w.put("command", g.command);
+    w.put("timeout_s", g.timeout_s);
+    w.put("on_error", g.on_error);
+    w.put("format_pattern", g.format_pattern);
+    w.put("format_weight", g.format_weight);
   }
   return "# Effective configuration of this run (file values with command-line overrides).\n" +
          w.str();

@@ -82,6 +82,39 @@ struct SftConfig {
   std::string loss_on = "assistant";  // "assistant" (or the completion) or "all"
 };
 
+// [grpo]: reinforcement learning with verifiable rewards (`tandem grpo`), starting from the
+// weights of a checkpoint; rollouts on the inference engine (docs/grpo.md).
+struct GrpoConfig {
+  bool enabled = false;      // the config has a [grpo] table
+  std::string init;          // a run directory (its newest checkpoint) or a step directory
+  std::string ref;           // the frozen KL reference ("": init)
+  std::string prompts;       // JSONL of prompts with references (rl/prompts.h)
+  std::string val;           // held-out prompts, scored greedily every train.eval_every ("": none)
+  int val_limit = 200;       // held-out prompts scored (0: all)
+  std::string loss = "grpo"; // grpo, dr_grpo or dapo
+  int group_size = 8;        // completions per prompt
+  int prompts_per_step = 16;
+  int max_new_tokens = 32;
+  double temperature = 1.0;
+  int top_k = 0;             // 0: off
+  double top_p = 1.0;        // 1: off
+  double clip_low = 0.2;     // the ratio's clip range is [1 - clip_low, 1 + clip_high]
+  double clip_high = -1;     // -1: 0.28 for dapo, clip_low otherwise
+  double beta = 0.0;         // KL penalty to the reference (k3); 0: no reference model
+  int passes = 1;            // optimisation passes (optimizer steps) per batch of rollouts
+  int dynamic_sampling = -1; // drop groups with identical rewards and sample more (-1: dapo)
+  int max_resample = 4;      // dynamic sampling: batches of prompts tried per step
+  int overlong_mask = -1;    // completions cut at max_new_tokens leave the loss (-1: dapo)
+  int rollout_slots = 0;     // sequences decoded together (0: all of a step's)
+  // The reward: the verifier (rl/verifier.h) plus, optionally, a format check weighed in.
+  std::string verifier = "exact_match";  // exact_match, regex, countdown or command
+  std::string pattern, command;
+  double timeout_s = 30;
+  std::string on_error = "stop";
+  std::string format_pattern;  // regex reward added with weight format_weight ("": none)
+  double format_weight = 0.1;
+};
+
 struct RunConfig {
   std::string source;  // the file it came from
   std::string text;    // the file's text, stored in checkpoints
@@ -92,6 +125,7 @@ struct RunConfig {
   GuardConfig guard;
   SupervisorConfig supervisor;
   SftConfig sft;
+  GrpoConfig grpo;
   std::string out_dir;  // run directory: checkpoints, metrics.jsonl
 };
 

@@ -37,6 +37,8 @@ void add_data(CLI::App& app, Action& action) {
       ->capture_default_str();
   synth->add_option("--rl-val", so->rl_val, "held-out prompts with references")
       ->capture_default_str();
+  synth->add_option("--corpus", so->corpus, "documents of solved problems for pre-training "
+                    "(corpus.txt, none from the splits)")->capture_default_str();
   synth->add_flag("--overwrite", so->overwrite, "replace an existing directory");
   synth->callback([&action, so] {
     action = [so] {

@@ -12,7 +12,8 @@
 #include "tandem/data/chat.h"
 #include "tandem/infer/engine.h"
 #include "tandem/rl/verifier.h"
-#include "tandem/serve/protocol.h"
+#include "tandem/rl/prompts.h"
+#include "tandem/rl/rollout.h"
 
 namespace tandem::cli {
 
@@ -43,96 +44,27 @@ void add_eval(CLI::App& app, Action& action) {
       auto verifier = make_verifier(a->v);  // a bad spec fails before the model loads
       ModelFiles mf = load_model_files(a->checkpoint);
       const Tokenizer& tok = *mf.tokenizer;
-      const bool chat = has_chat_format(tok);
-      const int ctx = mf.config.model.context;
-      // The prompts, as serving them would render them.
-      std::vector<std::vector<int32_t>> prompts;
-      std::vector<Sample> samples;
-      std::ifstream in(a->data);
-      if (!in) fail("[eval] cannot open '" + a->data + "'");
-      std::string line;
-      for (int no = 1; std::getline(in, line); ++no) {
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        if (a->limit > 0 && (int)samples.size() >= a->limit) break;
-        const std::string where = a->data + ":" + std::to_string(no);
-        nlohmann::json j;
-        try {
-          j = nlohmann::json::parse(line);
-        } catch (const std::exception& e) {
-          fail("[eval] " + where + ": not a JSON object (" + e.what() + ")");
-        }
-        if (!j.is_object() || !j.contains("messages") || !j["messages"].is_array() ||
-            !j.contains("reference") || !j["reference"].is_string())
-          fail("[eval] " + where + ": expected {\"messages\": [...], \"reference\": \"...\"}");
-        nlohmann::json msgs = j["messages"];
-        while (!msgs.empty() && msgs.back().value("role", "") == "assistant") msgs.erase(msgs.size() - 1);
-        std::string text;
-        try {
-          text = serve::render_chat(msgs, chat);
-        } catch (const serve::ApiError& e) {
-          fail("[eval] " + where + ": " + e.what());
-        }
-        std::vector<int32_t> ids = {tok.bos_id()};
-        for (int32_t t : chat ? tok.encode_with_specials(text) : tok.encode(text)) ids.push_back(t);
-        if ((int)ids.size() + a->max_tokens > ctx)
-          fail("[eval] " + where + ": the prompt is " + std::to_string(ids.size()) +
-               " tokens; with --max-tokens " + std::to_string(a->max_tokens) +
-               " it passes the model context of " + std::to_string(ctx));
-        prompts.push_back(std::move(ids));
-        samples.push_back({text, "", j["reference"].get<std::string>()});
-      }
-      if (samples.empty()) fail("[eval] '" + a->data + "' holds no prompts");
+      // The prompts, as GRPO's rollouts and serving render them.
+      const std::vector<Prompt> prompts = load_prompts(a->data, tok, mf.config.model.context,
+                                                       a->max_tokens, "eval", a->limit);
       auto be = make_backend(a->backend, a->threads);
       InferModel im(mf.config.model, mf.params.data(), *be, WType::F32);
       mf.params = {};
-      EngineOptions eo;
-      eo.slots = a->parallel;
-      eo.max_step_tokens = a->parallel * ctx;
-      eo.max_logit_rows = a->parallel;
-      BatchEngine eng(im, eo);
-      const int V = mf.config.model.vocab_size;
-      const int32_t end_turn = tok.piece_id(kTurnEnd);
-      // Greedy decoding of every prompt, `parallel` at a time.
-      struct Slot {
-        int prompt = -1;
-        bool fed = false;
-        std::vector<int32_t> out;
-        int32_t last = 0;
-      };
-      std::vector<Slot> slots((size_t)a->parallel);
-      size_t next = 0, done = 0;
-      std::vector<std::vector<int32_t>> answers(samples.size());
-      while (done < samples.size()) {
-        std::vector<BatchEngine::Item> items;
-        std::vector<int> who;
-        for (int s = 0; s < a->parallel; ++s) {
-          Slot& sl = slots[(size_t)s];
-          if (sl.prompt < 0 && next < samples.size()) {
-            sl = Slot{(int)next++, false, {}, 0};
-            eng.reset(s);
-          }
-          if (sl.prompt < 0) continue;
-          const auto& p = prompts[(size_t)sl.prompt];
-          items.push_back(sl.fed ? BatchEngine::Item{s, &sl.last, 1, false}
-                                 : BatchEngine::Item{s, p.data(), (int)p.size(), false});
-          sl.fed = true;
-          who.push_back(s);
-        }
-        const float* lg = eng.step(items);
-        for (size_t k = 0; k < who.size(); ++k) {
-          Slot& sl = slots[(size_t)who[k]];
-          const float* row = lg + k * (size_t)V;
-          const int32_t tok_id = (int32_t)(std::max_element(row, row + V) - row);
-          const bool end = tok_id == tok.eos_id() || tok_id == end_turn;
-          if (!end) sl.out.push_back(tok_id), sl.last = tok_id;
-          if (end || (int)sl.out.size() >= a->max_tokens) {
-            answers[(size_t)sl.prompt] = sl.out;
-            sl.prompt = -1;
-            ++done;
-          }
-        }
+      GenerateOptions go;
+      go.max_new = a->max_tokens;
+      go.slots = a->parallel;
+      go.sampling.temperature = 0;  // greedy
+      go.stops = {tok.eos_id()};
+      if (has_chat_format(tok)) go.stops.push_back(tok.piece_id(kTurnEnd));
+      std::vector<const std::vector<int32_t>*> reqs;
+      for (const Prompt& p : prompts) reqs.push_back(&p.tokens);
+      std::vector<Completion> answers =
+          generate(im, reqs, std::vector<uint64_t>(reqs.size(), 0), go, nullptr);
+      std::vector<Sample> samples;
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        if (answers[i].finished) answers[i].tokens.pop_back();  // the stop token
+        samples.push_back({prompts[i].text, tok.decode(answers[i].tokens), prompts[i].reference});
       }
-      for (size_t i = 0; i < samples.size(); ++i) samples[i].completion = tok.decode(answers[i]);
       const std::vector<double> rewards = verifier->score(samples);
       double sum = 0;
       for (double r : rewards) sum += r;

@@ -1,6 +1,6 @@
 // tandem train CONFIG.toml [--resume]: run (or continue) a training job under the supervisor.
 // tandem sft CONFIG.toml: the same for a config with an [sft] table (fine-tuning a checkpoint
-// on labelled examples).
+// on labelled examples); tandem grpo CONFIG.toml: with a [grpo] table (RL from a checkpoint).
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -8,6 +8,7 @@
 #include "tandem/cli/commands.h"
 #include "tandem/core/error.h"
 #include "tandem/dist/launch.h"
+#include "tandem/rl/grpo.h"
 #include "tandem/train/data_parallel.h"
 #include "tandem/train/faults.h"
 #include "tandem/train/supervisor.h"
@@ -17,10 +18,13 @@ namespace tandem::cli {
 
 namespace {
 
-void add_training_command(CLI::App& app, Action& action, const std::string& name, bool sft) {
-  auto* cmd = app.add_subcommand(name, sft ? "fine-tune a checkpoint on labelled examples (a "
-                                             "config with [sft])"
-                                           : "train a model from a TOML config");
+void add_training_command(CLI::App& app, Action& action, const std::string& name) {
+  const bool sft = name == "sft", grpo = name == "grpo";
+  auto* cmd = app.add_subcommand(
+      name, sft    ? "fine-tune a checkpoint on labelled examples (a config with [sft])"
+            : grpo ? "reinforcement learning with verifiable rewards from a checkpoint (a "
+                     "config with [grpo])"
+                   : "train a model from a TOML config");
   struct Args {
     std::string config, out_dir, data_dir, inject;
     bool resume = false, no_supervise = false, worker = false;
@@ -49,14 +53,19 @@ void add_training_command(CLI::App& app, Action& action, const std::string& name
                 "run in this process: no restarts after a crash or hang");
   cmd->add_flag("--worker", a->worker, "internal: the supervised training process")
       ->group("");
-  cmd->callback([&action, a, name, sft] {
-    action = [a, name, sft] {
+  cmd->callback([&action, a, name, sft, grpo] {
+    action = [a, name, sft, grpo] {
       RunConfig cfg = load_run_config(a->config);
       if (sft && !cfg.sft.enabled)
         fail("[sft] " + a->config + " has no [sft] table (init, train): `tandem sft` fine-tunes "
              "a checkpoint on labelled examples");
       if (!sft && cfg.sft.enabled)
-        fail("[train] " + a->config + " has an [sft] table: run it with `tandem sft`");
+        fail("[" + name + "] " + a->config + " has an [sft] table: run it with `tandem sft`");
+      if (grpo && !cfg.grpo.enabled)
+        fail("[grpo] " + a->config + " has no [grpo] table (init, prompts): `tandem grpo` "
+             "trains a checkpoint against verifiable rewards");
+      if (!grpo && cfg.grpo.enabled)
+        fail("[" + name + "] " + a->config + " has a [grpo] table: run it with `tandem grpo`");
       if (!a->out_dir.empty()) cfg.out_dir = a->out_dir;
       if (!a->data_dir.empty()) cfg.data_dir = a->data_dir;
       if (a->steps > 0) cfg.train.max_steps = a->steps;
@@ -94,6 +103,10 @@ void add_training_command(CLI::App& app, Action& action, const std::string& name
       TrainOptions opts;
       opts.resume = a->resume;
       opts.stop_after = a->stop_after;
+      if (grpo)
+        opts.make_source = [](const RunConfig& c, const Tokenizer& tok, Llama& m, Backend& be) {
+          return std::unique_ptr<StepSource>(new GrpoSource(c, tok, m, be));
+        };
       TrainResult r = run_training(cfg, opts);
       if (!r.diagnosis.empty()) {
         std::fprintf(stderr, "[guard] %s\n", r.diagnosis.c_str());
@@ -117,8 +130,9 @@ void add_training_command(CLI::App& app, Action& action, const std::string& name
 }  // namespace
 
 void add_train(CLI::App& app, Action& action) {
-  add_training_command(app, action, "train", false);
-  add_training_command(app, action, "sft", true);
+  add_training_command(app, action, "train");
+  add_training_command(app, action, "sft");
+  add_training_command(app, action, "grpo");
 }
 
 }  // namespace tandem::cli

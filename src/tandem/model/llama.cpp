@@ -14,7 +14,7 @@ struct Llama::Acts {
     float *x, *ln1, *rstd1, *qkv, *att, *lse, *h, *ln2, *rstd2, *gateup, *act;
   };
   std::vector<Layer> layers;
-  float *xf, *lnf, *rstdf, *losses;
+  float *xf, *lnf, *rstdf, *losses, *entropies, *weights;
   // backward scratch, reused by every layer
   float *dres, *dtmp, *dln, *dqkv, *datt, *dgateup, *dact;
 };
@@ -97,6 +97,8 @@ void Llama::reserve(int B, int T) {
     a_->lnf = c.take(N * C);
     a_->rstdf = c.take(N);
     a_->losses = c.take(N);
+    a_->entropies = c.take(N);
+    a_->weights = c.take(N);
     logits_ = c.take(N * V);
     a_->dres = c.take(N * C);
     a_->dtmp = c.take(N * C);
@@ -145,6 +147,24 @@ double Llama::loss(const int32_t* targets, float dscale, bool grad) {
   double sum = 0.0;
   for (int i = 0; i < N; ++i) sum += losses_host_[i];
   return sum;
+}
+
+void Llama::token_logprobs(const int32_t* targets, float* neg_logp, float* entropies,
+                           float logit_scale) {
+  const int N = B_ * T_, V = cfg_.vocab_size;
+  if (logit_scale != 1.f) be_.scale(logits_, (size_t)N * V, logit_scale);
+  be_.to_device(targets_dev_, targets, N * sizeof(int32_t));
+  be_.cross_entropy_rows(a_->losses, entropies ? a_->entropies : nullptr, nullptr, logits_,
+                         targets_dev_, nullptr, N, V);
+  be_.to_host(neg_logp, a_->losses, N * sizeof(float));
+  if (entropies) be_.to_host(entropies, a_->entropies, N * sizeof(float));
+}
+
+void Llama::weighted_loss_grad(const float* weights) {
+  const int N = B_ * T_;
+  be_.to_device(a_->weights, weights, N * sizeof(float));
+  be_.cross_entropy_rows(a_->losses, nullptr, logits_, logits_, targets_dev_, a_->weights, N,
+                         cfg_.vocab_size);
 }
 
 void Llama::backward(const std::function<void(int)>& ready) {

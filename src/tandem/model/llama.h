@@ -40,7 +40,16 @@ class Llama {
   // Cross-entropy of the logits against targets (host, B*T; < 0 masks a position). Returns the
   // summed loss in double. With grad=true the logits are replaced by dscale * dloss/dlogits.
   double loss(const int32_t* targets, float dscale, bool grad);
-  // Backward pass after loss(grad=true): adds parameter gradients into grads(). `ready`, when
+  // For objectives that weigh each position (policy gradients): the logits are first scaled
+  // by `logit_scale` (1 / sampling temperature), then -log p of each target and, when
+  // `entropies` is set, each position's softmax entropy go to the host (B*T each; 0 where the
+  // target is < 0). weighted_loss_grad then replaces the logits by the gradient of
+  // sum_n weights[n] * loss_n with respect to the scaled logits (host weights, B*T): the caller
+  // folds logit_scale into the weights for the gradient of the unscaled ones.
+  void token_logprobs(const int32_t* targets, float* neg_logp, float* entropies,
+                      float logit_scale = 1.f);
+  void weighted_loss_grad(const float* weights);
+  // Backward pass after loss(grad=true) or weighted_loss_grad: adds parameter gradients into grads(). `ready`, when
   // set, is called as soon as a block's gradients are final, in backward order: n_layers (the
   // final norm, and the untied lm_head), then each layer from the last to 0, then -1 (the
   // embedding, which a tied lm_head also writes): a data-parallel run reduces them meanwhile.

@@ -105,7 +105,7 @@ void write_synth_task(const SynthOptions& o) {
   if (path_exists(o.out_dir) && !o.overwrite)
     fail("[synth] '" + o.out_dir + "' exists (pass --overwrite to replace it)");
   const int total = o.sft_train + o.sft_val + o.rl_train + o.rl_val;
-  if (o.sft_train < 1 || o.sft_val < 0 || o.rl_train < 0 || o.rl_val < 0)
+  if (o.sft_train < 1 || o.sft_val < 0 || o.rl_train < 0 || o.rl_val < 0 || o.corpus < 0)
     fail("[synth] the split sizes must not be negative and --sft-train at least 1");
   const std::vector<TaskItem> items = synth_task(o.task, total, o.seed, o.digits);
   const std::string tmp = o.out_dir + ".tmp-synth";
@@ -131,11 +131,34 @@ void write_synth_task(const SynthOptions& o) {
   write("sft_val.jsonl", o.sft_val, true);
   write("rl_train.jsonl", o.rl_train, false);
   write("rl_val.jsonl", o.rl_val, false);
+  if (o.corpus > 0) {
+    // Unlabelled text for pre-training: solved problems, several to a document (one per
+    // line), with no chat turns. Drawn with repeats from their own stream; never a held-out
+    // problem (sft_val, rl_val), which are what the pipeline's accuracy is measured on.
+    constexpr int kFactsPerDoc = 8;
+    std::set<std::string> held_out;
+    for (int i = o.sft_train; i < o.sft_train + o.sft_val; ++i) held_out.insert(items[(size_t)i].question);
+    for (int i = total - o.rl_val; i < total; ++i) held_out.insert(items[(size_t)i].question);
+    std::string text;
+    uint64_t i = 0;
+    for (int doc = 0; doc < o.corpus; ++doc) {
+      for (int k = 0; k < kFactsPerDoc;) {
+        if (i > (uint64_t)o.corpus * kFactsPerDoc * 50 + 1000)
+          fail("[synth] too few problems outside the held-out splits for --corpus");
+        Draw d{o.seed ^ 0x636f72707573ull, i++};
+        const TaskItem t = o.task == "addition" ? addition(d, o.digits) : countdown(d, o.digits);
+        if (held_out.count(t.question)) continue;
+        text += (k++ ? " " : "") + t.answer + ".";
+      }
+      text += "\n";
+    }
+    atomic_write_file(tmp + "/corpus.txt", text);
+  }
   atomic_write_file(tmp + "/task.json",
                     nlohmann::json({{"task", o.task}, {"seed", o.seed}, {"digits", o.digits},
                                     {"verifier", items[0].verifier}, {"sft_train", o.sft_train},
                                     {"sft_val", o.sft_val}, {"rl_train", o.rl_train},
-                                    {"rl_val", o.rl_val}})
+                                    {"rl_val", o.rl_val}, {"corpus_documents", o.corpus}})
                             .dump(2) + "\n");
   std::filesystem::remove_all(o.out_dir);
   std::filesystem::rename(tmp, o.out_dir);

@@ -26,10 +26,12 @@ struct SynthOptions {
   std::string task, out_dir;
   uint64_t seed = 1;
   int sft_train = 400, sft_val = 100, rl_train = 2000, rl_val = 200;
+  int corpus = 0;  // documents of solved problems for pre-training (corpus.txt; 0: none)
   int digits = 2;
   bool overwrite = false;
 };
-// Writes sft_train.jsonl, sft_val.jsonl, rl_train.jsonl, rl_val.jsonl and task.json into
+// Writes sft_train.jsonl, sft_val.jsonl, rl_train.jsonl, rl_val.jsonl, task.json and (corpus > 0)
+// corpus.txt into
 // out_dir (written aside and renamed: nothing half-written). No problem appears twice.
 void write_synth_task(const SynthOptions& o);
 

@@ -56,10 +56,18 @@ void MetricsLog::truncate(int64_t step) {
 
 void MetricsLog::write(const std::string& line) { put_line(f_, line); }
 
-void MetricsLog::step(int64_t step, double loss, float lr, double grad_norm) {
-  write(nlohmann::ordered_json(
-            {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm}})
-            .dump());
+void MetricsLog::step(int64_t step, double loss, float lr, double grad_norm,
+                      const nlohmann::json& extra) {
+  nlohmann::ordered_json j = {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm}};
+  if (extra.is_object())
+    for (const auto& [k, v] : extra.items()) j[k] = v;
+  write(j.dump());
+}
+
+void MetricsLog::record(int64_t step, const nlohmann::json& fields) {
+  nlohmann::ordered_json j = {{"step", step}};
+  for (const auto& [k, v] : fields.items()) j[k] = v;
+  write(j.dump());
 }
 
 void MetricsLog::eval(int64_t step, double val_loss, double val_token_accuracy) {
@@ -74,11 +82,14 @@ TimingLog::~TimingLog() {
   if (f_) std::fclose(f_);
 }
 
-void TimingLog::step(int64_t step, double step_s, double tokens_per_s) {
+void TimingLog::step(int64_t step, double step_s, double tokens_per_s,
+                     const nlohmann::json& extra) {
   nlohmann::ordered_json j = {{"step", step},
                               {"t", std::round(unix_now() * 1000.0) / 1000.0},
                               {"step_s", step_s},
                               {"tokens_per_s", std::round(tokens_per_s)}};
+  if (extra.is_object())
+    for (const auto& [k, v] : extra.items()) j[k] = v;
   put_line(f_, j.dump());
 }
 

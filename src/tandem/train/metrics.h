@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace tandem {
@@ -16,7 +17,11 @@ class MetricsLog {
   // empty path discards (the data-parallel ranks other than the writer).
   MetricsLog(const std::string& path, int64_t resume_step);
   ~MetricsLog();
-  void step(int64_t step, double loss, float lr, double grad_norm);
+  // `extra`: more fields of the step (an object, or null).
+  void step(int64_t step, double loss, float lr, double grad_norm,
+            const nlohmann::json& extra = nullptr);
+  // Any other record of a step (an object of fields).
+  void record(int64_t step, const nlohmann::json& fields);
   // accuracy < 0: not measured (not written)
   void eval(int64_t step, double val_loss, double val_token_accuracy = -1);
   void truncate(int64_t step);  // drop records past `step` (after a rollback)
@@ -31,7 +36,8 @@ class TimingLog {
  public:
   explicit TimingLog(const std::string& path);
   ~TimingLog();
-  void step(int64_t step, double step_s, double tokens_per_s);
+  void step(int64_t step, double step_s, double tokens_per_s,
+            const nlohmann::json& extra = nullptr);
 
  private:
   FILE* f_ = nullptr;

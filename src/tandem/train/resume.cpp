@@ -41,25 +41,32 @@ void check_resumable(const RunConfig& ck, const RunConfig& now, const std::strin
                  dir.c_str());
 }
 
-std::string resolve_sft_init(const RunConfig& cfg, const std::string& tokenizer_sha256,
-                             const std::string& tokenizer_path) {
-  const std::string& init = cfg.sft.init;
+std::string resolve_init(const RunConfig& cfg, const std::string& init, const std::string& key,
+                         const std::string& tokenizer_sha256, const std::string& tokenizer_path) {
+  const std::string tag = "[" + key.substr(0, key.find('.')) + "] " + key;
   std::string dir = init;
   if (!path_exists(init + "/manifest.json")) {
     std::optional<std::string> newest;
     if (path_exists(init)) newest = latest_checkpoint(init, nullptr, nullptr);
     if (!newest)
-      fail("[sft] sft.init = '" + init + "' is neither a checkpoint nor a run directory with one");
+      fail(tag + " = '" + init + "' is neither a checkpoint nor a run directory with one");
     dir = *newest;
   }
   const nlohmann::json man = read_manifest(dir);
   const RunConfig base = parse_run_config(man["config"].get<std::string>(), dir + "/manifest.json");
   if (!same_architecture(base.model, cfg.model))
-    fail("[sft] sft.init " + dir + " has another architecture than [model] (" +
+    fail(tag + " " + dir + " has another architecture than [model] (" +
          base.model.summary() + " vs " + cfg.model.summary() + ")");
   if (man["tokenizer_sha256"].get<std::string>() != tokenizer_sha256)
-    fail("[sft] sft.init " + dir + " was trained with another tokenizer than " + tokenizer_path);
+    fail(tag + " " + dir + " was trained with another tokenizer than " + tokenizer_path);
   return dir;
+}
+
+std::string resolve_sft_init(const RunConfig& cfg, const std::string& tokenizer_sha256,
+                             const std::string& tokenizer_path) {
+  if (cfg.grpo.enabled)
+    return resolve_init(cfg, cfg.grpo.init, "grpo.init", tokenizer_sha256, tokenizer_path);
+  return resolve_init(cfg, cfg.sft.init, "sft.init", tokenizer_sha256, tokenizer_path);
 }
 
 StartPoint restore_start_state(const StartInputs& in, SnapshotStore& snap, Llama& model,

@@ -42,8 +42,12 @@ StartPoint restore_start_state(const StartInputs& in, SnapshotStore& snap, Llama
                                AdamW& opt, RunState& state, EventLog& events, FaultPlan& faults,
                                const RankGroup& group);
 
-// The checkpoint sft.init names (a step directory, or a run directory's newest), checked
-// against the config's architecture and the tokenizer: Error "[sft] ..." naming what differs.
+// The checkpoint `init` names (a step directory, or a run directory's newest), checked against
+// the config's architecture and the tokenizer: Error "[sft] sft.init ..." (after `key`) naming
+// what differs.
+std::string resolve_init(const RunConfig& cfg, const std::string& init, const std::string& key,
+                         const std::string& tokenizer_sha256, const std::string& tokenizer_path);
+// The fine-tuning run's starting weights: sft.init or grpo.init.
 std::string resolve_sft_init(const RunConfig& cfg, const std::string& tokenizer_sha256,
                              const std::string& tokenizer_path);
 

@@ -21,6 +21,7 @@ struct RunState {
   Guard guard;
   std::vector<Skip> skipped;  // survives rollbacks: a batch found bad stays skipped
   std::vector<int> grad_exp;  // the fixed-point scales of the next step's gradient sum
+  nlohmann::json source;      // a StepSource's own state (GRPO: rollouts between passes)
 
   explicit RunState(const GuardConfig& g) : guard(g) {}
   bool is_skipped(int64_t s) const {
@@ -31,7 +32,10 @@ struct RunState {
   nlohmann::json extra() const {
     nlohmann::json sk = nlohmann::json::array();
     for (const Skip& k : skipped) sk.push_back({{"step", k.step}, {"samples", k.samples}});
-    return {{"guard", guard.to_json()}, {"skipped_batches", sk}, {"grad_exponents", grad_exp}};
+    nlohmann::json j = {{"guard", guard.to_json()}, {"skipped_batches", sk},
+                        {"grad_exponents", grad_exp}};
+    if (!source.is_null()) j["source"] = source;
+    return j;
   }
   void load_extra(const nlohmann::json& e, bool with_skipped) {
     if (e.contains("guard")) guard.from_json(e["guard"]);
@@ -40,6 +44,7 @@ struct RunState {
         fail("[train] malformed grad_exponents in the saved state");
       grad_exp = e["grad_exponents"].get<std::vector<int>>();
     }
+    source = e.contains("source") ? e["source"] : nlohmann::json();
     if (!with_skipped || !e.contains("skipped_batches")) return;
     const auto& sk = e["skipped_batches"];
     if (!sk.is_array()) fail("[train] malformed skipped_batches in the saved state");

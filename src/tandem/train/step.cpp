@@ -57,7 +57,8 @@ void StepComputer::garble(StepBatch& b, int64_t salt, int vocab) const {
 }
 
 StepResult StepComputer::run(const StepBatch& b, int64_t n, const std::vector<int>& grad_exp,
-                             bool inject, bool replay, const std::function<void()>& beat) {
+                             bool inject, bool replay, const std::function<void()>& beat,
+                             StepSource* source) {
   const double replay_delay = faults_.replay_delay();
   if (replay && replay_delay > 0)  // slow_replay: a recomputation that takes longer
     std::this_thread::sleep_for(std::chrono::duration<double>(replay_delay));
@@ -69,6 +70,7 @@ StepResult StepComputer::run(const StepBatch& b, int64_t n, const std::vector<in
   for (int attempt = 0;; ++attempt) {
     const auto t0 = std::chrono::steady_clock::now();
     reducer_.begin();
+    if (source) source->begin();
     if (inject && attempt == 0)
       if (const Fault* f = faults_.fire(FaultKind::kBitflipBucket, n))
         reducer_.flip_before_sum(f->bit, rng_u64(seed_, kStreamFault, (uint64_t)n));
@@ -83,7 +85,8 @@ StepResult StepComputer::run(const StepBatch& b, int64_t n, const std::vector<in
           float* logits = const_cast<float*>(model_.logits());
           flip_bit(be_, logits, pick(logits, nl, n, f->bit), f->bit);
         }
-      const double l = model_.loss(b.targets_of(a), dscale, true);
+      const double l =
+          source ? source->shard_loss(model_, b, a) : model_.loss(b.targets_of(a), dscale, true);
       model_.backward(reducer_.ready_hook(a));
       reducer_.add_shard(a, l);
       beat();
@@ -104,7 +107,7 @@ StepResult StepComputer::run(const StepBatch& b, int64_t n, const std::vector<in
       flip_bit(be_, model_.grads(), pick(model_.grads(), P, n, f->bit), f->bit);
   }
   StepResult r;
-  r.loss = valid > 0 ? reducer_.loss_sum() / (double)valid : 0.0;
+  r.loss = source ? reducer_.loss_sum() : valid > 0 ? reducer_.loss_sum() / (double)valid : 0.0;
   r.grad_norm = grad_norm(model_);
   return r;
 }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <utility>
 #include <vector>
 
@@ -29,6 +30,33 @@ struct StepBatch {
   int64_t valid() const;  // targets that count in the loss
 };
 
+// A kind of training's own batches and loss (GRPO: rollouts and the policy-gradient
+// objective); without one, a step is cross-entropy over the run's data (pre-training, SFT).
+// The loop stays the same: judge, commit, record, snapshot and resume go through it.
+class StepSource {
+ public:
+  virtual ~StepSource() = default;
+  // Where the source reports what happens to it (a verifier that failed), once the log exists.
+  virtual void set_events(EventLog* events) = 0;
+  // The batch of step `step`, drawn from the model's current parameters. `cursor` is the run's
+  // data cursor (advanced by what the batch consumed); `state` is the source's part of the run
+  // state (RunState::source: in every snapshot and checkpoint), read and rewritten here.
+  virtual void next_batch(int64_t step, int64_t& cursor, nlohmann::json& state, StepBatch& b,
+                          const std::function<void()>& beat) = 0;
+  // Called before each computation of the step's loss (a replay computes it again).
+  virtual void begin() = 0;
+  // After the model's forward over micro-batch `a`: leaves dloss/dlogits in the logits and
+  // returns the micro-batch's part of the step's loss.
+  virtual double shard_loss(Llama& model, const StepBatch& b, int a) = 0;
+  // After the step is committed: what metrics.jsonl records of it (deterministic), and its
+  // state for the next step.
+  virtual nlohmann::json committed(nlohmann::json& state) = 0;
+  // Wall-clock figures of the step for timing.jsonl.
+  virtual nlohmann::json timing() const = 0;
+  // Held-out evaluation every train.eval_every steps (metrics.jsonl); null when none.
+  virtual nlohmann::json evaluate(const std::function<void()>& beat) = 0;
+};
+
 struct StepResult {
   double loss = 0;       // mean over the valid targets of the whole global batch
   double grad_norm = 0;  // of the summed gradient (in model.grads() on every rank)
@@ -42,8 +70,11 @@ class StepComputer {
   // whose gradients left the fixed-point window is computed again with refitted scales.
   // `grad_exp`: the scales to start from. `inject`: this computation may fire faults of the
   // step; `replay`: it recomputes a step (slow_replay delays it).
+  // `source`: its loss instead of cross-entropy (the step's loss is then the sum of its
+  // shards' parts, each already normalised).
   StepResult run(const StepBatch& b, int64_t step, const std::vector<int>& grad_exp,
-                 bool inject, bool replay, const std::function<void()>& beat);
+                 bool inject, bool replay, const std::function<void()>& beat,
+                 StepSource* source = nullptr);
 
   // Fault injection. A nonzero element of a device array whose bit `bit` is clear (so that
   // flipping it sets the bit), from a place chosen by the step.

@@ -26,6 +26,7 @@ TrainData::TrainData(const RunConfig& cfg, const Tokenizer& tok) : cfg_(cfg) {
                        tc.seed ^ kValSeedXor);
     return;
   }
+  if (cfg.grpo.enabled) return;  // GRPO's batches are rollouts (StepSource)
   train_shard_ = std::make_unique<ShardReader>(cfg.data_dir + "/train.bin");
   val_shard_ = std::make_unique<ShardReader>(cfg.data_dir + "/val.bin");
   for (const ShardReader* s : {train_shard_.get(), val_shard_.get()})

@@ -102,13 +102,18 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   const std::string config_text = run_config_toml(cfg);
   const TrainData data(cfg, tok);  // the shards, or the SFT examples
   const std::string init_dir =
-      cfg.sft.enabled ? resolve_sft_init(cfg, tok.sha256(), tok_path) : std::string();
+      cfg.sft.enabled || cfg.grpo.enabled ? resolve_sft_init(cfg, tok.sha256(), tok_path)
+                                          : std::string();
+  if (cfg.grpo.enabled && !opts.make_source)
+    fail("[grpo] " + cfg.source + " has a [grpo] table: run it with `tandem grpo`");
 
   // Data parallel: rank 0 is the run's only writer; the others read nothing from the run
   // directory and write nothing to it (they may be on machines without it).
   const RankEnv renv = rank_env_from_environment();
   const bool is_writer = renv.rank == 0;
   faults.set_rank(renv.rank);
+  if (renv.distributed() && cfg.grpo.enabled)
+    fail("[dist] GRPO runs on one rank for now: drop --nproc / --nnodes");
   if (renv.distributed() && tc.grad_accum % renv.world != 0)
     fail("[dist] train.grad_accum = " + std::to_string(tc.grad_accum) +
          " micro-batches cannot be split over " + std::to_string(renv.world) +
@@ -135,6 +140,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   if (progress) std::fprintf(stderr, "[train] backend: %s\n", hardware.c_str());
   Llama model(cfg.model, *be);
   AdamW opt(model, tc.beta1, tc.beta2, tc.eps, tc.weight_decay);
+  std::unique_ptr<StepSource> source;  // GRPO: rollouts and the policy-gradient loss
+  if (opts.make_source) source = opts.make_source(cfg, tok, model, *be);
   const size_t P = model.num_params();
 
   // The group forms once every rank has started, before anything is written (each with the same config, data and binary).
@@ -179,7 +186,10 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   }
 
   // ---- start fresh, or resume from the newest state that verifies: memory, disk, a rank ----
-  RunState state(gc);
+  // A policy-gradient objective does not fall like a loss: the guard watches its gradient.
+  GuardConfig guard_cfg = gc;
+  if (opts.make_source) guard_cfg.loss_z = std::numeric_limits<double>::infinity();
+  RunState state(guard_cfg);
   SnapshotStore snap(inherited_snapshot_fd(), P);
   int64_t disk_step = -1;
   if (latest) disk_step = read_manifest(*latest)["step"].get<int64_t>();
@@ -250,6 +260,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   // A slow phase (replays, evaluation, a checkpoint wait) is progress; only silence is a hang.
   auto beat = [&] { hb.beat(); };
   StepComputer stepper(model, *be, reducer, faults, own_events, tc.seed);
+  if (source) source->set_events(&events);
   StragglerWatch stragglers(cfg.supervisor.straggler_factor, cfg.supervisor.straggler_window);
   const SupervisorConfig& sc = cfg.supervisor;
   auto run_eval = [&]() {
@@ -290,16 +301,23 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       flip_bit(*be, model.params(), stepper.pick(model.params(), P, n, f->bit), f->bit);
     while (state.is_skipped(state.samples)) state.samples += global_batch;
     const int64_t s0 = state.samples;
+    int64_t s_next = s0 + global_batch;  // the data cursor after this step
     const float lr = lr_at(state.step, tc.lr, tc.min_lr, tc.warmup_steps, tc.max_steps);
-    for (int a = 0; a < A; ++a)
-      data.fill_train(s0 + (int64_t)a * B, batch.inputs.data() + (size_t)a * B * T,
-                      batch.targets.data() + (size_t)a * B * T);
-    const bool poisoned = s0 % global_batch == 0 && faults.poisoned_step(s0 / global_batch + 1);
-    if (poisoned)
-      events.emit("fault_injected", {{"fault", "bad_batch"}, {"detail", "samples " + std::to_string(s0)}});
-    if (poisoned || faults.fire(FaultKind::kSpike, n)) stepper.garble(batch, s0 + 1, cfg.model.vocab_size);
+    if (source) {
+      s_next = s0;  // advanced by the prompts the rollouts used
+      source->next_batch(n, s_next, state.source, batch, beat);
+    } else {
+      for (int a = 0; a < A; ++a)
+        data.fill_train(s0 + (int64_t)a * B, batch.inputs.data() + (size_t)a * B * T,
+                        batch.targets.data() + (size_t)a * B * T);
+      const bool poisoned = s0 % global_batch == 0 && faults.poisoned_step(s0 / global_batch + 1);
+      if (poisoned)
+        events.emit("fault_injected", {{"fault", "bad_batch"}, {"detail", "samples " + std::to_string(s0)}});
+      if (poisoned || faults.fire(FaultKind::kSpike, n)) stepper.garble(batch, s0 + 1, cfg.model.vocab_size);
+    }
     // A step computed again after a rollback (up to the one that failed) is a replay.
-    auto [loss, gnorm] = stepper.run(batch, n, state.grad_exp, true, pending_step >= n, beat);
+    auto [loss, gnorm] =
+        stepper.run(batch, n, state.grad_exp, true, pending_step >= n, beat, source.get());
     if (const Fault* f = faults.fire(FaultKind::kCrash, n))
       faults.crash_now(*f, "step " + std::to_string(n) + " (before its update)");
 
@@ -309,7 +327,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       // computes wrong without crashing shows up here.
       replay_grads.resize(P);
       be->to_host(replay_grads.data(), model.grads(), P * sizeof(float));
-      auto [loss2, gnorm2] = stepper.run(batch, n, state.grad_exp, false, true, beat);
+      auto [loss2, gnorm2] = stepper.run(batch, n, state.grad_exp, false, true, beat, source.get());
       std::vector<float> g2(P);
       be->to_host(g2.data(), model.grads(), P * sizeof(float));
       const bool same = std::memcmp(g2.data(), replay_grads.data(), P * sizeof(float)) == 0 &&
@@ -328,7 +346,7 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     if (!gc.enabled && !verdict.ok) {
       // Guard off: a non-finite step is simply not applied.
       events.emit("anomaly", {{"step", n}, {"kind", verdict.kind}, {"action", "update skipped"}});
-      state.samples = s0 + global_batch;
+      state.samples = s_next;
       continue;
     }
     if (!verdict.ok && pending_step == n && pending_samples == s0 && !gc.skip_bad_batches &&
@@ -402,22 +420,41 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
     state.guard.accept(loss, gnorm);
     state.grad_exp = reducer.exponents();
     state.step = n;
-    state.samples = s0 + global_batch;
+    state.samples = s_next;
+    const nlohmann::json step_extra = source ? source->committed(state.source) : nlohmann::json();
     if (pending_step < 0) consecutive_rollbacks = 0;
     const double dt = since(t0), elapsed = since(t_start);
     const double tps = (double)(state.step - first_step) * global_batch * T / elapsed;
     res.tokens_per_s = tps;
     res.last_loss = loss;
-    metrics.step(n, loss, lr, gnorm);
-    timing.step(n, dt, global_batch * T / dt);
+    metrics.step(n, loss, lr, gnorm, step_extra);
+    timing.step(n, dt, global_batch * T / dt, source ? source->timing() : nlohmann::json());
     hb.step(n);
-    if (progress && (tty || n % tc.log_every == 0 || n == end_step)) {
+    if (progress && source && (tty || n % tc.log_every == 0 || n == end_step)) {
+      double eta = (double)(end_step - n) * elapsed / (double)(n - first_step);
+      std::fprintf(stderr, "%sstep %lld/%lld | reward %.3f | kl %.4f | len %.1f | grad %.3f | ETA %s%s",
+                   tty ? "\r" : "", (long long)n, (long long)tc.max_steps,
+                   step_extra.value("reward_mean", 0.0), step_extra.value("kl", 0.0),
+                   step_extra.value("completion_len", 0.0), gnorm, fmt_duration(eta).c_str(),
+                   tty ? "   " : "\n");
+      std::fflush(stderr);
+    } else if (progress && (tty || n % tc.log_every == 0 || n == end_step)) {
       double eta = (double)(end_step - n) * elapsed / (double)(n - first_step);
       std::fprintf(stderr,
                    "%sstep %lld/%lld | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | ETA %s%s",
                    tty ? "\r" : "", (long long)n, (long long)tc.max_steps, loss, lr, gnorm, tps,
                    fmt_duration(eta).c_str(), tty ? "   " : "\n");
       std::fflush(stderr);
+    }
+    if (source && tc.eval_every > 0 && (n % tc.eval_every == 0 || n == tc.max_steps)) {
+      const nlohmann::json ev = source->evaluate(beat);
+      if (!ev.is_null()) {
+        metrics.record(n, ev);
+        if (progress)
+          std::fprintf(stderr, "%sstep %lld | held-out reward %.4f\n", tty ? "\n" : "",
+                       (long long)n, ev.value("val_reward", 0.0));
+      }
+      hb.beat();
     }
     if (data.has_val() && (n % tc.eval_every == 0 || n == tc.max_steps)) {
       const EvalResult ev = run_eval();

@@ -4,18 +4,30 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "tandem/ckpt/config.h"
+#include "tandem/train/step.h"
 
 namespace tandem {
+
+class Backend;
+class EventLog;
+class Llama;
+class Tokenizer;
 
 struct TrainOptions {
   bool resume = false;      // continue from the newest state that verifies
   int64_t stop_after = -1;  // stop (with a checkpoint) after this many steps in total
   bool progress = true;     // live progress line on stderr
   std::optional<std::string> faults;  // fault-injection spec; unset reads TANDEM_FAULTS
+  // A kind of training with its own batches and loss (GRPO), made once the model exists.
+  // Called before the run directory is touched, so its bad input leaves nothing behind.
+  std::function<std::unique_ptr<StepSource>(const RunConfig&, const Tokenizer&, Llama&, Backend&)>
+      make_source;
 };
 
 struct TrainResult {
