@@ -175,8 +175,8 @@ class Chaos:
     'tree' (supervisor and training process together; the run is then started again with
     --resume, so the restart comes from disk, not memory)."""
 
-    def __init__(self, config, run_dir, seed, mix, delay=(0.2, 1.2), env=None):
-        self.config, self.run_dir, self.env = config, run_dir, env
+    def __init__(self, config, run_dir, seed, mix, delay=(0.2, 1.2), env=None, command="train"):
+        self.config, self.run_dir, self.env, self.command = config, run_dir, env, command
         self.rng = random.Random(seed)
         self.mix, self.delay = mix, delay
         self.kills = {"worker": 0, "ckpt": 0, "resume": 0, "tree": 0}
@@ -184,7 +184,7 @@ class Chaos:
         self.proc = None
 
     def _start(self, resume):
-        args = ["train", self.config, "--out-dir", self.run_dir] + (["--resume"] if resume else [])
+        args = [self.command, self.config, "--out-dir", self.run_dir] + (["--resume"] if resume else [])
         self.proc = start(args, self.env)
 
     def _wait_new_worker(self, old, timeout=30):
