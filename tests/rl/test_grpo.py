@@ -186,7 +186,7 @@ class BadInput(unittest.TestCase):
                                    command="exit 3", on_error="zero"),
                "--out-dir", d, "--no-supervise"])
         failed = [e for e in h.events(d) if e["event"] == "verifier_failed"]
-        self.assertEqual(len(failed), 2)
+        self.assertEqual(len([e for e in failed if e["during"] == "rollouts"]), 2)
         self.assertIn("exit", failed[0]["reason"])
 
 

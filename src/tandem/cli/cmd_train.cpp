@@ -82,6 +82,8 @@ void add_training_command(CLI::App& app, Action& action, const std::string& name
                " micro-batches (the global batch is grad_accum x batch_size sequences) cannot "
                "be split over " + std::to_string(launch.world()) +
                " ranks: use a number of ranks that divides it");
+        if (launch.distributed() && grpo)
+          fail("[dist] GRPO runs on one rank for now: drop --nproc / --nnodes");
         if (launch.distributed() && a->no_supervise)
           fail("[dist] --no-supervise runs one process; " + std::to_string(launch.world()) +
                " ranks (" + launch.source + ") need the supervisor");

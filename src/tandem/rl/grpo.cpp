@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "tandem/backend/backend.h"
@@ -119,9 +120,12 @@ std::vector<double> GrpoSource::score(const std::vector<Sample>& s,
                                       std::vector<double>* format_part) {
   std::string why;
   std::vector<double> r = verifier_->score(s, &why);
-  if (!why.empty() && events_)
-    events_->emit("verifier_failed", {{"verifier", verifier_->name()}, {"reason", why},
-                                      {"action", "scored 0"}});
+  if (!why.empty()) {
+    std::fprintf(stderr, "\n%s: scored 0 (on_error = \"zero\")\n", why.c_str());
+    if (events_)
+      events_->emit("verifier_failed", {{"verifier", verifier_->name()}, {"reason", why},
+                                        {"during", "rollouts"}, {"action", "scored 0"}});
+  }
   if (format_) {
     *format_part = format_->score(s);
     for (size_t i = 0; i < r.size(); ++i) r[i] += g_.format_weight * (*format_part)[i];
@@ -340,7 +344,11 @@ nlohmann::json GrpoSource::evaluate(const std::function<void()>& beat) {
     if (outs[i].finished) outs[i].tokens.pop_back();
     samples.push_back({val_[i].text, tok_.decode(outs[i].tokens), val_[i].reference});
   }
-  const std::vector<double> r = verifier_->score(samples);
+  std::string why;
+  const std::vector<double> r = verifier_->score(samples, &why);
+  if (!why.empty() && events_)
+    events_->emit("verifier_failed", {{"verifier", verifier_->name()}, {"reason", why},
+                                      {"during", "evaluation"}, {"action", "scored 0"}});
   return {{"val_reward", mean_of(r)}, {"val_n", (int)r.size()}};
 }
 
