@@ -213,9 +213,10 @@ TEST(CrossEntropyRows, WeightedGradientAndEntropy) {
           << "entropies";
       auto got = in_place ? d_logits.download() : d_dl.download();
       EXPECT_TRUE(close_at(got, want, idx, kGradTol)) << "weighted dlogits";
-      for (int n = 0; n < s.N; ++n)  // a masked row has no gradient at all
-        if (targets[n] < 0)
-          for (int v = 0; v < s.V; ++v) ASSERT_EQ(got[(size_t)n * s.V + v], 0.f);
+      for (int n = 0; n < s.N; ++n) {  // a masked row has no gradient at all
+        if (targets[n] >= 0) continue;
+        for (int v = 0; v < s.V; ++v) ASSERT_EQ(got[(size_t)n * s.V + v], 0.f);
+      }
     }
   }
 }
