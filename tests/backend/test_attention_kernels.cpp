@@ -423,5 +423,58 @@ TEST(AttentionKv, BatchEqualsOneSequenceAtATimeBitForBit) {
   EXPECT_TRUE(bits_equal(d_v.download(), want_v)) << "vcache";
 }
 
+// Packed rows (AttnShape::doc_start): rope, attention forward and backward of each document
+// of a row equal those of the document alone in a row of its own, over rows longer than a
+// kernel block (documents crossing blocks), and a non-finite value in one document does not
+// reach the others.
+TEST(Attention, PackedDocumentsMatchEachDocumentAlone) {
+  const int H = 4, Hkv = 2, D = 16, T = 150;
+  const std::vector<int> lens = {70, 1, 45, 30, 4};  // 150 positions in one row
+  const AttnShape s{1, T, H, Hkv, D};
+  const int stride = s.qkv_stride(), HD = H * D;
+  std::vector<int32_t> ds(T);
+  std::vector<int> start;
+  for (int t = 0, k = 0, off = 0; k < (int)lens.size(); off += lens[(size_t)k++]) {
+    start.push_back(off);
+    for (int i = 0; i < lens[(size_t)k]; ++i) ds[(size_t)t++] = off;
+  }
+  for (bool poison : {false, true}) {
+    SCOPED_TRACE(poison ? "a NaN in document 1" : "finite");
+    auto qkv = uniform((size_t)T * stride, 530, -1.5f, 1.5f);
+    auto dout = uniform((size_t)T * HD, 531);
+    if (poison) qkv[(size_t)start[1] * stride + H * D] = NAN;  // document 1's key
+    DeviceBuf<int32_t> d_ds(ds);
+    AttnShape ps = s;
+    ps.doc_start = d_ds.get();
+    DeviceBuf<float> d_qkv(qkv), d_out((size_t)T * HD), d_lse((size_t)H * T),
+        d_dqkv((size_t)T * stride), d_dout(dout);
+    backend().rope(d_qkv.get(), ps, 0, 10000.f, false);
+    backend().attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), ps);
+    backend().attention_backward(d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out.get(),
+                                 d_lse.get(), ps);
+    const auto out = d_out.download(), dqkv = d_dqkv.download();
+    for (size_t k = 0; k < lens.size(); ++k) {
+      if (poison && k == 1) continue;
+      SCOPED_TRACE("document " + std::to_string(k));
+      const int n = lens[k], o = start[k];
+      const AttnShape one{1, n, H, Hkv, D};
+      std::vector<float> q1(qkv.begin() + (size_t)o * stride, qkv.begin() + (size_t)(o + n) * stride);
+      std::vector<float> g1(dout.begin() + (size_t)o * HD, dout.begin() + (size_t)(o + n) * HD);
+      DeviceBuf<float> e_qkv(q1), e_out((size_t)n * HD), e_lse((size_t)H * n),
+          e_dqkv((size_t)n * stride), e_dout(g1);
+      backend().rope(e_qkv.get(), one, 0, 10000.f, false);
+      backend().attention_forward(e_out.get(), e_lse.get(), e_qkv.get(), one);
+      backend().attention_backward(e_dqkv.get(), e_dout.get(), e_qkv.get(), e_out.get(),
+                                   e_lse.get(), one);
+      const auto want_out = e_out.download(), want_dqkv = e_dqkv.download();
+      std::vector<float> got_out(out.begin() + (size_t)o * HD, out.begin() + (size_t)(o + n) * HD);
+      std::vector<float> got_dqkv(dqkv.begin() + (size_t)o * stride,
+                                  dqkv.begin() + (size_t)(o + n) * stride);
+      EXPECT_TRUE(close(got_out, to_double(want_out), 1e-5)) << "output";
+      EXPECT_TRUE(close(got_dqkv, to_double(want_dqkv), 1e-4)) << "dqkv";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tandem::test

@@ -119,6 +119,46 @@ TEST_F(SftTest, RowsShiftTargetsMaskTheRestAndEpochsArePermutations) {
   for (int64_t s = 13; s >= 0; --s) EXPECT_EQ(again.example_of(s), s < 7 ? e0[s] : e1[s - 7]);
 }
 
+TEST_F(SftTest, PackedRowsHoldWholeExamplesWithTheirDocumentStarts) {
+  std::string text;
+  for (int i = 0; i < 9; ++i)
+    text += "{\"prompt\": \"the king\", \"completion\": \" " + std::string(i % 4 + 1, 'a') + "\"}\n";
+  const auto ex = load_sft_examples(jsonl(text), *tok_, {});
+  const int T = 24, B = 1;
+  SftLoader loader(ex, B, T, 5, true);
+  std::vector<int32_t> in(T), tg(T), ds(T);
+  // Rows of the first two epochs: every example exactly once per epoch, each at a document
+  // start, with the inputs and targets it has alone; a row never overflows.
+  std::multiset<size_t> seen;
+  int64_t row = 0;
+  for (; seen.size() < 2 * ex.size(); ++row) {
+    ASSERT_LT(row, 100) << "packing never covers the epochs";
+    loader.fill(row, in.data(), tg.data(), ds.data());
+    for (int t = 0; t < T;) {
+      const int start = ds[(size_t)t];
+      ASSERT_EQ(start, t) << "a document starts where the previous one ended";
+      int end = t;
+      while (end < T && ds[(size_t)end] == start) ++end;
+      if (in[(size_t)t] == 0) break;  // padding to the end of the row
+      // Find the example this document is.
+      bool found = false;
+      for (size_t i = 0; i < ex.size() && !found; ++i) {
+        const SftExample& e = ex[i];
+        if ((int)e.tokens.size() - 1 != end - t) continue;
+        bool same = true;
+        for (int k = 0; k < end - t && same; ++k)
+          same = in[(size_t)(t + k)] == e.tokens[(size_t)k] &&
+                 tg[(size_t)(t + k)] == (e.target[(size_t)k + 1] ? e.tokens[(size_t)k + 1] : -1);
+        if (same) seen.insert(i), found = true;
+      }
+      ASSERT_TRUE(found) << "row " << row << " position " << t;
+      t = end;
+    }
+  }
+  for (size_t i = 0; i < ex.size(); ++i) EXPECT_EQ(seen.count(i), 2u) << i;
+  EXPECT_LT(row, 2 * (int64_t)ex.size()) << "rows hold more than one example";
+}
+
 TEST_F(SftTest, EachBadLineIsNamedByFileAndLine) {
   auto err = [&](const std::string& text, const SftOptions& o = {}) {
     const std::string p = jsonl(text);

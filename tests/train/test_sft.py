@@ -96,6 +96,42 @@ class Learns(unittest.TestCase):
             self.assertIn("<|im_start|>", json.load(f)["chat_template"])
 
 
+class ExactMatch(unittest.TestCase):
+    def test_held_out_prompts_are_scored_by_a_verifier_at_each_evaluation(self):
+        prompts = os.path.join(WORK, "prompts.jsonl")
+        with open(prompts, "w") as f:
+            for w in ["king", "water", "light"]:
+                f.write(json.dumps({"messages": [{"role": "user", "content": "the " + w}],
+                                    "reference": w}) + "\n")
+        d = os.path.join(WORK, "em")
+        # regex "[a-z]": an answer with a letter in it; the reversed words always have some.
+        h.run(["sft", sft_config("em", eval_prompts=prompts, eval_verifier="regex",
+                                 eval_pattern="[a-z]", eval_max_new_tokens=6),
+               "--out-dir", d, "--threads", "1", "--no-supervise"])
+        em = [m for m in metrics(d) if "val_exact_match" in m]
+        self.assertEqual([m["step"] for m in em], [10, 20, 30])
+        self.assertTrue(all(0 <= m["val_exact_match"] <= 1 for m in em))
+        self.assertGreater(em[-1]["val_exact_match"], 0)
+        # The same run's weights as without the check: evaluation does not touch training.
+        self.assertEqual(h.final_state(d, STEPS)["model"], h.final_state(reference(), STEPS)["model"])
+
+
+class Packs(unittest.TestCase):
+    def test_packed_rows_learn_and_resume_to_the_bit(self):
+        # sft.pack: several chats per row, attention kept within each; fewer, fuller rows.
+        ref = os.path.join(WORK, "packed")
+        h.run(["sft", sft_config("packed", pack=True), "--out-dir", ref, "--threads", "1",
+               "--no-supervise"])
+        evals = [m for m in metrics(ref) if "val_loss" in m]
+        self.assertLess(evals[-1]["val_loss"], evals[0]["val_loss"])
+        self.assertNotEqual(h.final_state(ref, STEPS)["model"],
+                            h.final_state(reference(), STEPS)["model"])
+        d = os.path.join(WORK, "packed_killed")
+        h.run(["sft", sft_config("packed_killed", pack=True), "--out-dir", d, "--threads", "1",
+               "--inject", "crash@13"])
+        self.assertEqual(h.final_state(d, STEPS), h.final_state(ref, STEPS))
+
+
 class Resumes(unittest.TestCase):
     def test_a_killed_run_ends_with_the_bits_of_the_uninterrupted_one(self):
         want = h.final_state(reference(), STEPS)

@@ -23,6 +23,11 @@ struct AttnShape {
   int H = 1;    // query heads
   int Hkv = 1;  // key/value heads; divides H
   int D = 1;    // head dimension
+  // Packed rows (several documents one after another in a row): when set, a device array of
+  // B*T ints, doc_start[b*T + t] = the position in row b where token t's document begins.
+  // Attention then stays within each document (keys doc_start..t) and rope() counts positions
+  // from the document's start. Null: one document per row.
+  const int32_t* doc_start = nullptr;
   int qkv_stride() const { return (H + 2 * Hkv) * D; }
 };
 

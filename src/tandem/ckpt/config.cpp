@@ -195,6 +195,15 @@ RunConfig parse_run_config(const std::string& text, const std::string& source) {
     f.get("train", sf.train, true);
     f.get("val", sf.val, false);
     f.get("loss_on", sf.loss_on, false);
+    f.get("pack", sf.pack, false);
+    f.get("eval_prompts", sf.eval_prompts, false);
+    f.get("eval_verifier", sf.eval_verifier, false);
+    f.get("eval_pattern", sf.eval_pattern, false);
+    f.get("eval_limit", sf.eval_limit, false);
+    f.get("eval_max_new_tokens", sf.eval_max_new_tokens, false);
+    if (sf.eval_limit < 0 || sf.eval_max_new_tokens < 1)
+      fail("[config] " + source + ": keys 'sft.eval_limit' (>= 0) and 'sft.eval_max_new_tokens' "
+           "(>= 1) are out of range");
     f.check_unknown();
     if (!skip_set) gc.skip_bad_batches = false;
     if (sf.loss_on != "assistant" && sf.loss_on != "all")
@@ -417,6 +426,12 @@ std::string run_config_toml(const RunConfig& rc) {
     w.put("train", rc.sft.train);
     w.put("val", rc.sft.val);
     w.put("loss_on", rc.sft.loss_on);
+    w.put("pack", rc.sft.pack);
+    w.put("eval_prompts", rc.sft.eval_prompts);
+    w.put("eval_verifier", rc.sft.eval_verifier);
+    w.put("eval_pattern", rc.sft.eval_pattern);
+    w.put("eval_limit", rc.sft.eval_limit);
+    w.put("eval_max_new_tokens", rc.sft.eval_max_new_tokens);
   }
   if (rc.grpo.enabled) {
     const GrpoConfig& g = rc.grpo;

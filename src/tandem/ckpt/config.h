@@ -80,6 +80,10 @@ struct SftConfig {
   std::string train;     // JSONL of examples
   std::string val;       // held-out JSONL ("": none)
   std::string loss_on = "assistant";  // "assistant" (or the completion) or "all"
+  bool pack = false;  // several examples per row, attention kept within each
+  // Exact match on held-out prompts with a checker, every train.eval_every ("": off).
+  std::string eval_prompts, eval_verifier = "exact_match", eval_pattern;
+  int eval_limit = 200, eval_max_new_tokens = 32;
 };
 
 // [grpo]: reinforcement learning with verifiable rewards (`tandem grpo`), starting from the

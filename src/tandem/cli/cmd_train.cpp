@@ -9,6 +9,7 @@
 #include "tandem/core/error.h"
 #include "tandem/dist/launch.h"
 #include "tandem/rl/grpo.h"
+#include "tandem/rl/heldout.h"
 #include "tandem/train/data_parallel.h"
 #include "tandem/train/faults.h"
 #include "tandem/train/supervisor.h"
@@ -105,6 +106,10 @@ void add_training_command(CLI::App& app, Action& action, const std::string& name
       TrainOptions opts;
       opts.resume = a->resume;
       opts.stop_after = a->stop_after;
+      if (sft && !cfg.sft.eval_prompts.empty())
+        opts.make_eval = [](const RunConfig& c, const Tokenizer& tok) {
+          return std::unique_ptr<ExtraEval>(new SftExactMatch(c, tok));
+        };
       if (grpo)
         opts.make_source = [](const RunConfig& c, const Tokenizer& tok, Llama& m, Backend& be) {
           return std::unique_ptr<StepSource>(new GrpoSource(c, tok, m, be));

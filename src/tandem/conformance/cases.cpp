@@ -18,6 +18,19 @@ std::vector<int32_t> tokens(int n, int V, int salt) {
 
 AttnShape attn(int B, int T, int H, int Hkv, int D) { return AttnShape{B, T, H, Hkv, D}; }
 
+// Packed rows: documents of 5, 1, 9, 3, 12, 2, ... tokens one after another (a row's last is cut
+// at T), as AttnShape::doc_start gives them.
+std::vector<int32_t> doc_starts(int B, int T) {
+  static const int kLen[] = {5, 1, 9, 3, 12, 2, 7};
+  std::vector<int32_t> ds((size_t)B * T);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0, start = 0, k = b; t < T; ++t) {
+      if (t - start == kLen[k % 7]) start = t, ++k;
+      ds[(size_t)b * T + t] = start;
+    }
+  return ds;
+}
+
 // Three sequences sharing one step (rows n = 1, 3, 2) in cache slots 2, 0, 1.
 struct Batch3 {
   std::vector<int32_t> slot{2, 0, 1}, pos0{4, 0, 9}, n{1, 3, 2}, row0{0, 1, 4};
@@ -93,27 +106,34 @@ const std::vector<KernelCases>& all_cases() {
          c.time([&] { c.be().matmul_backward(dx, dw, dout, x, w, M, N, K); });
        }},
       {"rope", kElementwise,
-       // B, T, H, Hkv, D, pos0, inverse
-       {{1, 1, 1, 1, 2, 0, 0}, {2, 7, 3, 1, 6, 5, 0}, {2, 7, 4, 2, 8, 0, 1}, {1, 64, 6, 6, 48, 0, 0}},
+       // B, T, H, Hkv, D, pos0, inverse[, packed documents]
+       {{1, 1, 1, 1, 2, 0, 0}, {2, 7, 3, 1, 6, 5, 0}, {2, 7, 4, 2, 8, 0, 1}, {1, 64, 6, 6, 48, 0, 0},
+        {2, 40, 4, 2, 16, 0, 0, 1}, {1, 33, 3, 1, 8, 0, 1, 1}},
        [](Ctx& c, const Dims& d) {
-         const AttnShape s = attn(d[0], d[1], d[2], d[3], d[4]);
+         AttnShape s = attn(d[0], d[1], d[2], d[3], d[4]);
+         if (d.size() > 7 && d[7]) s.doc_start = c.ints(doc_starts(s.B, s.T));
          const size_t n = (size_t)s.B * s.T * s.qkv_stride();
          float* qkv = c.output(n, c.values(n, -1, 1));
          c.time([&] { c.be().rope(qkv, s, d[5], 10000.f, d[6] != 0); });
        }},
       {"attention_forward", kMatmul,
-       {{1, 1, 1, 1, 1}, {2, 7, 4, 2, 5}, {1, 33, 3, 1, 16}, {1, 64, 6, 6, 48}, {2, 130, 4, 2, 64}},
+       // B, T, H, Hkv, D[, packed documents]
+       {{1, 1, 1, 1, 1}, {2, 7, 4, 2, 5}, {1, 33, 3, 1, 16}, {1, 64, 6, 6, 48}, {2, 130, 4, 2, 64},
+        {2, 40, 4, 2, 16, 1}, {1, 130, 4, 2, 64, 1}},
        [](Ctx& c, const Dims& d) {
-         const AttnShape s = attn(d[0], d[1], d[2], d[3], d[4]);
+         AttnShape s = attn(d[0], d[1], d[2], d[3], d[4]);
+         if (d.size() > 5 && d[5]) s.doc_start = c.ints(doc_starts(s.B, s.T));
          float* qkv = c.input((size_t)s.B * s.T * s.qkv_stride());
          float* out = c.output((size_t)s.B * s.T * s.H * s.D);
          float* lse = c.output((size_t)s.B * s.H * s.T);
          c.time([&] { c.be().attention_forward(out, lse, qkv, s); });
        }},
       {"attention_backward", kMatmul,
-       {{1, 1, 1, 1, 1}, {2, 7, 4, 2, 5}, {1, 33, 3, 1, 16}, {1, 64, 6, 6, 48}, {2, 130, 4, 2, 64}},
+       {{1, 1, 1, 1, 1}, {2, 7, 4, 2, 5}, {1, 33, 3, 1, 16}, {1, 64, 6, 6, 48}, {2, 130, 4, 2, 64},
+        {2, 40, 4, 2, 16, 1}, {1, 130, 4, 2, 64, 1}},
        [](Ctx& c, const Dims& d) {
-         const AttnShape s = attn(d[0], d[1], d[2], d[3], d[4]);
+         AttnShape s = attn(d[0], d[1], d[2], d[3], d[4]);
+         if (d.size() > 5 && d[5]) s.doc_start = c.ints(doc_starts(s.B, s.T));
          const size_t nq = (size_t)s.B * s.T * s.qkv_stride(), no = (size_t)s.B * s.T * s.H * s.D;
          // out and lse from the reference forward definition are not needed: the backward is
          // a function of (dout, qkv, out, lse) and both sides get the same values.

@@ -128,8 +128,9 @@ std::vector<SftExample> load_sft_examples(const std::string& path, const Tokeniz
   return out;
 }
 
-SftLoader::SftLoader(std::vector<SftExample> examples, int batch, int seq_len, uint64_t seed)
-    : ex_(std::move(examples)), batch_(batch), seq_len_(seq_len), seed_(seed) {
+SftLoader::SftLoader(std::vector<SftExample> examples, int batch, int seq_len, uint64_t seed,
+                     bool pack)
+    : ex_(std::move(examples)), batch_(batch), seq_len_(seq_len), seed_(seed), pack_(pack) {
   TANDEM_CHECK(!ex_.empty(), "no examples");
 }
 
@@ -157,10 +158,66 @@ void SftLoader::fill_example(size_t i, int32_t* inputs, int32_t* targets) const 
   }
 }
 
-void SftLoader::fill(int64_t first_sample, int32_t* inputs, int32_t* targets) const {
-  for (int b = 0; b < batch_; ++b)
-    fill_example(example_of(first_sample + b), inputs + (size_t)b * seq_len_,
-                 targets + (size_t)b * seq_len_);
+void SftLoader::fill(int64_t first_sample, int32_t* inputs, int32_t* targets,
+                     int32_t* doc_start) const {
+  for (int b = 0; b < batch_; ++b) {
+    int32_t* in = inputs + (size_t)b * seq_len_;
+    int32_t* tg = targets + (size_t)b * seq_len_;
+    if (!pack_) {
+      fill_example(example_of(first_sample + b), in, tg);
+      continue;
+    }
+    // A packed row: its examples one after another, each example's last token only a target
+    // (the next example does not learn from it); the rest of the row is padding, a document
+    // of its own.
+    const std::vector<uint32_t> row = packed_row(first_sample + b);
+    int32_t* ds = doc_start + (size_t)b * seq_len_;
+    int off = 0;
+    for (uint32_t i : row) {
+      const SftExample& e = ex_[i];
+      const int n = (int)e.tokens.size() - 1;  // input positions it takes
+      for (int t = 0; t < n; ++t) {
+        in[off + t] = e.tokens[(size_t)t];
+        tg[off + t] = e.target[(size_t)t + 1] ? e.tokens[(size_t)t + 1] : -1;
+        ds[off + t] = off;
+      }
+      off += n;
+    }
+    for (int t = off; t < seq_len_; ++t) in[t] = 0, tg[t] = -1, ds[t] = off;
+  }
+}
+
+std::vector<std::vector<uint32_t>> SftLoader::pack_epoch(int64_t e) const {
+  const int64_t n = (int64_t)ex_.size();
+  std::vector<std::vector<uint32_t>> rows;
+  int used = seq_len_ + 1;
+  for (int64_t k = 0; k < n; ++k) {
+    const uint32_t i = (uint32_t)example_of(e * n + k);
+    const int len = (int)ex_[i].tokens.size() - 1;  // input positions the example takes
+    if (used + len > seq_len_) rows.emplace_back(), used = 0;
+    rows.back().push_back(i);
+    used += len;
+  }
+  return rows;
+}
+
+std::vector<uint32_t> SftLoader::packed_row(int64_t sample) const {
+  // Rows of each epoch: its permutation cut greedily into runs that fit seq_len input
+  // positions. Row r of the run is found through the epochs' row counts, all a function of
+  // (seed, epoch): a resumed run packs what the uninterrupted one did.
+  int64_t first_row = 0;
+  for (int64_t e = 0;; ++e) {
+    if ((int64_t)epoch_rows_.size() <= e) {
+      cached_rows_ = pack_epoch(e);
+      cached_epoch_ = e;
+      epoch_rows_.push_back((int64_t)cached_rows_.size());
+    }
+    if (sample < first_row + epoch_rows_[(size_t)e]) {
+      if (cached_epoch_ != e) cached_rows_ = pack_epoch(e), cached_epoch_ = e;
+      return cached_rows_[(size_t)(sample - first_row)];
+    }
+    first_row += epoch_rows_[(size_t)e];
+  }
 }
 
 }  // namespace tandem

@@ -35,8 +35,13 @@ std::vector<SftExample> load_sft_examples(const std::string& path, const Tokeniz
 // sample index, so a resumed run draws what the uninterrupted one did.
 class SftLoader {
  public:
-  SftLoader(std::vector<SftExample> examples, int batch, int seq_len, uint64_t seed);
-  void fill(int64_t first_sample, int32_t* inputs, int32_t* targets) const;
+  // `pack`: a sample is a row of several examples one after another (each epoch's
+  // permutation cut greedily into rows), with doc_start (B x T) filled for the attention.
+  SftLoader(std::vector<SftExample> examples, int batch, int seq_len, uint64_t seed,
+            bool pack = false);
+  void fill(int64_t first_sample, int32_t* inputs, int32_t* targets,
+            int32_t* doc_start = nullptr) const;
+  bool packed() const { return pack_; }
   // Row `i` of the examples in file order (for evaluation).
   void fill_example(size_t i, int32_t* inputs, int32_t* targets) const;
   size_t size() const { return ex_.size(); }
@@ -46,8 +51,15 @@ class SftLoader {
   std::vector<SftExample> ex_;
   int batch_, seq_len_;
   uint64_t seed_;
+  bool pack_ = false;
   mutable int64_t epoch_ = -1;
   mutable std::vector<uint32_t> perm_;
+  // Packing: rows per epoch so far, and the rows of one epoch.
+  std::vector<std::vector<uint32_t>> pack_epoch(int64_t e) const;
+  std::vector<uint32_t> packed_row(int64_t sample) const;
+  mutable std::vector<int64_t> epoch_rows_;
+  mutable int64_t cached_epoch_ = -1;
+  mutable std::vector<std::vector<uint32_t>> cached_rows_;
 };
 
 }  // namespace tandem

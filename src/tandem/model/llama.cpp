@@ -30,6 +30,7 @@ Llama::~Llama() {
   if (acts_) be_.release(acts_);
   if (tokens_dev_) be_.release(tokens_dev_);
   if (targets_dev_) be_.release(targets_dev_);
+  if (doc_start_dev_) be_.release(doc_start_dev_);
   delete a_;
 }
 
@@ -57,6 +58,7 @@ AttnShape Llama::attn_shape() const {
   s.H = cfg_.n_heads;
   s.Hkv = cfg_.n_kv_heads;
   s.D = cfg_.head_dim();
+  if (packed_) s.doc_start = doc_start_dev_;
   return s;
 }
 
@@ -71,6 +73,7 @@ void Llama::reserve(int B, int T) {
   if (acts_) be_.release(acts_);
   if (tokens_dev_) be_.release(tokens_dev_);
   if (targets_dev_) be_.release(targets_dev_);
+  if (doc_start_dev_) be_.release(doc_start_dev_);
   delete a_;
   a_ = new Acts;
   const size_t N = (size_t)B * T, C = cfg_.dim, S = cfg_.qkv_dim(), F = cfg_.hidden_dim;
@@ -115,13 +118,16 @@ void Llama::reserve(int B, int T) {
   carve(cut);
   tokens_dev_ = static_cast<int32_t*>(be_.alloc(N * sizeof(int32_t)));
   targets_dev_ = static_cast<int32_t*>(be_.alloc(N * sizeof(int32_t)));
+  doc_start_dev_ = static_cast<int32_t*>(be_.alloc(N * sizeof(int32_t)));
   losses_host_.resize(N);
   cap_tokens_ = (int)N;
 }
 
-void Llama::forward(const int32_t* tokens, int B, int T) {
+void Llama::forward(const int32_t* tokens, int B, int T, const int32_t* doc_start) {
   reserve(B, T);
   const int N = B * T, C = cfg_.dim, V = cfg_.vocab_size;
+  packed_ = doc_start != nullptr;
+  if (packed_) be_.to_device(doc_start_dev_, doc_start, N * sizeof(int32_t));
   const AttnShape s = attn_shape();
   be_.to_device(tokens_dev_, tokens, N * sizeof(int32_t));
   be_.embedding_forward(a_->layers[0].x, tokens_dev_, p(layout_.embed), N, C);

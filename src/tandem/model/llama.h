@@ -34,8 +34,11 @@ class Llama {
   // Sizes the activation buffer for micro-batches of B sequences of T tokens (T <= context).
   void reserve(int B, int T);
 
-  // Forward pass over tokens (host, B*T) up to the logits (device, B*T*V).
-  void forward(const int32_t* tokens, int B, int T);
+  // Forward pass over tokens (host, B*T) up to the logits (device, B*T*V). `doc_start`
+  // (host, B*T; null: one sequence per row): packed rows, each token's document start within
+  // its row (AttnShape::doc_start); attention stays within documents, positions restart. The
+  // backward uses the same packing.
+  void forward(const int32_t* tokens, int B, int T, const int32_t* doc_start = nullptr);
   const float* logits() const { return logits_; }
   // Cross-entropy of the logits against targets (host, B*T; < 0 masks a position). Returns the
   // summed loss in double. With grad=true the logits are replaced by dscale * dloss/dlogits.
@@ -70,6 +73,8 @@ class Llama {
   float* logits_ = nullptr;
   int32_t* tokens_dev_ = nullptr;
   int32_t* targets_dev_ = nullptr;
+  int32_t* doc_start_dev_ = nullptr;
+  bool packed_ = false;
   std::vector<float> losses_host_;
   Acts* a_ = nullptr;
   int B_ = 0, T_ = 0, cap_tokens_ = 0;

@@ -85,7 +85,9 @@ GrpoSource::GrpoSource(const RunConfig& cfg, const Tokenizer& tok, Llama& model,
   // A prompt and its completion are one training row of seq_len + 1 tokens.
   const int row = cfg.train.seq_len + 1;
   prompts_ = load_prompts(g_.prompts, tok, row, g_.max_new_tokens, "grpo");
-  if (!g_.val.empty()) val_ = load_prompts(g_.val, tok, row, g_.max_new_tokens, "grpo", g_.val_limit);
+  if (!g_.val.empty())
+    val_ = std::make_unique<HeldOutEval>(g_.val, g_.val_limit, v, tok, row, g_.max_new_tokens,
+                                         "grpo");
   stops_ = {tok.eos_id()};
   if (has_chat_format(tok)) stops_.push_back(tok.piece_id(kTurnEnd));
   if (g_.beta > 0) {
@@ -327,29 +329,8 @@ nlohmann::json GrpoSource::committed(nlohmann::json& state) {
 }
 
 nlohmann::json GrpoSource::evaluate(const std::function<void()>& beat) {
-  if (val_.empty()) return nullptr;
-  std::vector<float> host(model_.num_params());
-  be_.to_host(host.data(), model_.params(), host.size() * sizeof(float));
-  InferModel im(cfg_.model, host.data(), be_, WType::F32);
-  GenerateOptions go;
-  go.max_new = g_.max_new_tokens;
-  go.slots = std::min<int>((int)val_.size(), std::max(16, g_.prompts_per_step * g_.group_size));
-  go.sampling.temperature = 0;  // greedy: the held-out score of the policy's best answer
-  go.stops = stops_;
-  std::vector<const std::vector<int32_t>*> reqs;
-  for (const Prompt& p : val_) reqs.push_back(&p.tokens);
-  std::vector<Completion> outs = generate(im, reqs, std::vector<uint64_t>(reqs.size(), 0), go, beat);
-  std::vector<Sample> samples;
-  for (size_t i = 0; i < outs.size(); ++i) {
-    if (outs[i].finished) outs[i].tokens.pop_back();
-    samples.push_back({val_[i].text, tok_.decode(outs[i].tokens), val_[i].reference});
-  }
-  std::string why;
-  const std::vector<double> r = verifier_->score(samples, &why);
-  if (!why.empty() && events_)
-    events_->emit("verifier_failed", {{"verifier", verifier_->name()}, {"reason", why},
-                                      {"during", "evaluation"}, {"action", "scored 0"}});
-  return {{"val_reward", mean_of(r)}, {"val_n", (int)r.size()}};
+  if (!val_) return nullptr;
+  return {{"val_reward", val_->run(model_, beat, events_)}, {"val_n", (int)val_->size()}};
 }
 
 }  // namespace tandem

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "tandem/ckpt/config.h"
+#include "tandem/rl/heldout.h"
 #include "tandem/rl/objective.h"
 #include "tandem/rl/prompts.h"
 #include "tandem/rl/verifier.h"
@@ -52,7 +53,8 @@ class GrpoSource final : public StepSource {
   Llama& model_;
   Backend& be_;
   EventLog* events_ = nullptr;
-  std::vector<Prompt> prompts_, val_;
+  std::vector<Prompt> prompts_;
+  std::unique_ptr<HeldOutEval> val_;
   std::unique_ptr<Verifier> verifier_, format_;
   std::unique_ptr<Llama> ref_;
   GrpoObjective obj_;

@@ -78,7 +78,7 @@ StepResult StepComputer::run(const StepBatch& b, int64_t n, const std::vector<in
     for (int k = 0; k < reducer_.my_shards(); ++k) {
       const int a = reducer_.first_shard() + k;
       if (reducer_.exact() && k > 0) model_.zero_grads();
-      model_.forward(b.inputs_of(a), b.B, b.T);
+      model_.forward(b.inputs_of(a), b.B, b.T, b.doc_start_of(a));
       if (inject && a == 0 && attempt == 0)
         if (const Fault* f = faults_.fire(FaultKind::kBitflipAct, n)) {
           const size_t nl = (size_t)b.B * b.T * model_.config().vocab_size;

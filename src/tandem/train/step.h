@@ -24,9 +24,13 @@ class RankGroup;
 struct StepBatch {
   int A = 1, B = 1, T = 1;               // micro-batches, rows per micro-batch, tokens per row
   std::vector<int32_t> inputs, targets;  // A * B * T each, micro-batch after micro-batch
+  std::vector<int32_t> doc_start;        // packed rows (AttnShape::doc_start); empty: none
   void resize(int a, int b, int t);
   const int32_t* inputs_of(int a) const { return inputs.data() + (size_t)a * B * T; }
   const int32_t* targets_of(int a) const { return targets.data() + (size_t)a * B * T; }
+  const int32_t* doc_start_of(int a) const {
+    return doc_start.empty() ? nullptr : doc_start.data() + (size_t)a * B * T;
+  }
   int64_t valid() const;  // targets that count in the loss
 };
 
@@ -55,6 +59,14 @@ class StepSource {
   virtual nlohmann::json timing() const = 0;
   // Held-out evaluation every train.eval_every steps (metrics.jsonl); null when none.
   virtual nlohmann::json evaluate(const std::function<void()>& beat) = 0;
+};
+
+// A held-out check at every evaluation besides the loss (SFT: exact match by a verifier).
+class ExtraEval {
+ public:
+  virtual ~ExtraEval() = default;
+  // Fields for metrics.jsonl.
+  virtual nlohmann::json run(Llama& model, const std::function<void()>& beat, EventLog* events) = 0;
 };
 
 struct StepResult {

@@ -20,7 +20,7 @@ TrainData::TrainData(const RunConfig& cfg, const Tokenizer& tok) : cfg_(cfg) {
     o.loss_on = cfg.sft.loss_on;
     o.seq_len = tc.seq_len;
     sft_train_.emplace(load_sft_examples(cfg.sft.train, tok, o), tc.batch_size, tc.seq_len,
-                       tc.seed);
+                       tc.seed, cfg.sft.pack);
     if (!cfg.sft.val.empty() && tc.eval_every > 0)
       sft_val_.emplace(load_sft_examples(cfg.sft.val, tok, o), tc.batch_size, tc.seq_len,
                        tc.seed ^ kValSeedXor);
@@ -41,9 +41,10 @@ TrainData::TrainData(const RunConfig& cfg, const Tokenizer& tok) : cfg_(cfg) {
                                          tc.seed ^ kValSeedXor);
 }
 
-void TrainData::fill_train(int64_t first, int32_t* inputs, int32_t* targets) const {
+void TrainData::fill_train(int64_t first, int32_t* inputs, int32_t* targets,
+                           int32_t* doc_start) const {
   if (sft_train_)
-    sft_train_->fill(first, inputs, targets);
+    sft_train_->fill(first, inputs, targets, doc_start);
   else
     train_->fill(first, inputs, targets);
 }

@@ -22,7 +22,10 @@ class TrainData {
   // Throws "[train] ..." / "[sft] ..." naming the shard or file that does not fit the model.
   TrainData(const RunConfig& cfg, const Tokenizer& tok);
   // B rows (train.batch_size) for samples first .. first + B - 1.
-  void fill_train(int64_t first_sample, int32_t* inputs, int32_t* targets) const;
+  // `doc_start` (B x T) is filled when packed() (SFT with sft.pack).
+  void fill_train(int64_t first_sample, int32_t* inputs, int32_t* targets,
+                  int32_t* doc_start = nullptr) const;
+  bool packed() const { return sft_train_ && sft_train_->packed(); }
   bool has_val() const { return val_ != nullptr || sft_val_.has_value(); }
   // Evaluation: batches of B rows (SFT: every held-out example once, the last batch padded
   // with empty rows).

@@ -142,6 +142,8 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
   AdamW opt(model, tc.beta1, tc.beta2, tc.eps, tc.weight_decay);
   std::unique_ptr<StepSource> source;  // GRPO: rollouts and the policy-gradient loss
   if (opts.make_source) source = opts.make_source(cfg, tok, model, *be);
+  std::unique_ptr<ExtraEval> extra_eval;  // SFT: exact match on held-out prompts
+  if (opts.make_eval) extra_eval = opts.make_eval(cfg, tok);
   const size_t P = model.num_params();
 
   // The group forms once every rank has started, before anything is written (each with the same config, data and binary).
@@ -307,9 +309,11 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
       s_next = s0;  // advanced by the prompts the rollouts used
       source->next_batch(n, s_next, state.source, batch, beat);
     } else {
+      if (data.packed()) batch.doc_start.resize(batch.inputs.size());
       for (int a = 0; a < A; ++a)
         data.fill_train(s0 + (int64_t)a * B, batch.inputs.data() + (size_t)a * B * T,
-                        batch.targets.data() + (size_t)a * B * T);
+                        batch.targets.data() + (size_t)a * B * T,
+                        data.packed() ? batch.doc_start.data() + (size_t)a * B * T : nullptr);
       const bool poisoned = s0 % global_batch == 0 && faults.poisoned_step(s0 / global_batch + 1);
       if (poisoned)
         events.emit("fault_injected", {{"fault", "bad_batch"}, {"detail", "samples " + std::to_string(s0)}});
@@ -455,6 +459,14 @@ TrainResult run_training(const RunConfig& cfg, const TrainOptions& opts) {
                        (long long)n, ev.value("val_reward", 0.0));
       }
       hb.beat();
+    }
+    if (extra_eval && tc.eval_every > 0 && (n % tc.eval_every == 0 || n == tc.max_steps)) {
+      const nlohmann::json ev = extra_eval->run(model, beat, &events);
+      metrics.record(n, ev);
+      if (progress)
+        for (const auto& [k, v] : ev.items())
+          std::fprintf(stderr, "%sstep %lld | %s %s\n", tty ? "\n" : "", (long long)n, k.c_str(),
+                       v.dump().c_str());
     }
     if (data.has_val() && (n % tc.eval_every == 0 || n == tc.max_steps)) {
       const EvalResult ev = run_eval();

@@ -28,6 +28,8 @@ struct TrainOptions {
   // Called before the run directory is touched, so its bad input leaves nothing behind.
   std::function<std::unique_ptr<StepSource>(const RunConfig&, const Tokenizer&, Llama&, Backend&)>
       make_source;
+  // A held-out check run with each evaluation (SFT's exact match), made as make_source is.
+  std::function<std::unique_ptr<ExtraEval>(const RunConfig&, const Tokenizer&)> make_eval;
 };
 
 struct TrainResult {

@@ -243,6 +243,42 @@ static void causal_block_product_t(float* out, int ldo, const float* P, int ldp,
                 X + (size_t)c1 * ldx, ldx, 1.f, out, ldo);
 }
 
+// Packed rows (AttnShape::doc_start; lo[t] = the start of query t's document, non-decreasing):
+// out[t] = sum over j in [lo[t], t] of P[t][j] X[j]. One GEMM over the keys from the block's
+// first document start when those rows of X are finite (masked P entries are zeros), else row
+// by row over each query's own keys only, so a non-finite value never crosses documents.
+static void doc_block_product(float* out, int ldo, const float* P, int ldp, const float* X,
+                              int ldx, int r0, int rows, int D, const int32_t* lo) {
+  const int k0 = lo[r0], k = r0 + rows - k0;
+  if (rows_finite(X, ldx, k0, k, D)) {
+    blas::sgemm(false, false, rows, D, k, 1.f, P + k0, ldp, X + (size_t)k0 * ldx, ldx, 0.f, out,
+                ldo);
+    return;
+  }
+  for (int t = 0; t < rows; ++t) {
+    std::memset(out + (size_t)t * ldo, 0, sizeof(float) * D);
+    for (int j = lo[r0 + t]; j <= r0 + t; ++j)
+      axpy(out + (size_t)t * ldo, P[(size_t)t * ldp + j], X + (size_t)j * ldx, D);
+  }
+}
+
+// The transposed form: out[j] += sum over the queries t that see key j (t >= j, same document)
+// of P[t][j] X[t], for the keys of a column block [c0, c0 + cols).
+static void doc_block_product_t(float* out, int ldo, const float* P, int ldp, const float* X,
+                                int ldx, int c0, int cols, int T, int D, const int32_t* lo) {
+  const int c1 = c0 + cols;
+  int end = c1;  // queries past the end of the last key's document see none of the block
+  while (end < T && lo[end] <= c1 - 1) ++end;
+  if (rows_finite(X, ldx, c0, end - c0, D)) {
+    blas::sgemm(true, false, cols, D, end - c0, 1.f, P + (size_t)c0 * ldp + c0, ldp,
+                X + (size_t)c0 * ldx, ldx, 1.f, out, ldo);
+    return;
+  }
+  for (int j = c0; j < c1; ++j)
+    for (int t = j; t < end && lo[t] <= j; ++t)
+      axpy(out + (size_t)(j - c0) * ldo, P[(size_t)t * ldp + j], X + (size_t)t * ldx, D);
+}
+
 // Training attention works per (batch, head) on whole score matrices with single-threaded
 // GEMMs (threads take different heads). Rows are handled in blocks of kRowBlock so the score
 // GEMMs skip most of the causally masked upper triangle.
@@ -262,6 +298,7 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, con
       const float* Vv = base + (H + s.Hkv + h / group) * D;
       float* O = out + (size_t)b * T * HD + h * D;
       float* L = lse + ((size_t)b * H + h) * T;
+      const int32_t* lo = s.doc_start ? s.doc_start + (size_t)b * T : nullptr;
       for (int r0 = 0; r0 < T; r0 += kRowBlock) {
         const int r1 = std::min(T, r0 + kRowBlock), rows = r1 - r0;
         // S[r0:r1, 0:r1] = scale * Q[r0:r1] K[0:r1]^T
@@ -269,18 +306,24 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, con
                     0.f, S + (size_t)r0 * T, T);
         for (int t = r0; t < r1; ++t) {
           float* row = S + (size_t)t * T;
+          const int l0 = lo ? lo[t] : 0;  // keys before the document's start are masked
           float mx = -INFINITY;
-          for (int j = 0; j <= t; ++j) mx = std::max(mx, row[j]);
-          const float sum = simd::exp_shift_sum(row, row, t + 1, mx);
+          for (int j = l0; j <= t; ++j) mx = std::max(mx, row[j]);
+          const float sum = simd::exp_shift_sum(row + l0, row + l0, t + 1 - l0, mx);
           const float inv = 1.0f / sum;
-          for (int j = 0; j <= t; ++j) row[j] *= inv;
+          for (int j = l0; j <= t; ++j) row[j] *= inv;
+          for (int j = 0; j < l0; ++j) row[j] = 0.f;
           for (int j = t + 1; j < r1; ++j) row[j] = 0.f;
           L[t] = mx + std::log(sum);
         }
         // O[r0:r1] = P[r0:r1, 0:r1] V[0:r1]: a GEMM below the diagonal block, and the
         // diagonal block's lower triangle row by row
-        causal_block_product(O + (size_t)r0 * HD, HD, S + (size_t)r0 * T, T, Vv, stride, r0,
-                             rows, D);
+        if (lo)
+          doc_block_product(O + (size_t)r0 * HD, HD, S + (size_t)r0 * T, T, Vv, stride, r0, rows,
+                            D, lo);
+        else
+          causal_block_product(O + (size_t)r0 * HD, HD, S + (size_t)r0 * T, T, Vv, stride, r0,
+                               rows, D);
       }
     }
   }
@@ -304,6 +347,7 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
       const float* Vv = base + (H + Hkv + kh) * D;
       float* dK = dbase + (H + kh) * D;
       float* dV = dbase + (H + Hkv + kh) * D;
+      const int32_t* lo = s.doc_start ? s.doc_start + (size_t)b * T : nullptr;
       for (int t = 0; t < T; ++t) {
         std::memset(dK + (size_t)t * stride, 0, sizeof(float) * D);
         std::memset(dV + (size_t)t * stride, 0, sizeof(float) * D);
@@ -327,15 +371,23 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
           float* ds = dP + (size_t)t * T;  // dP row, overwritten in place by dS
           const int rend = std::min(T, (t / kRowBlock + 1) * kRowBlock);
           const float Dt = dot(dO + (size_t)t * HD, O + (size_t)t * HD, D);
-          simd::exp_shift_sum(prow, prow, t + 1, L[t]);
+          const int l0 = lo ? lo[t] : 0;
+          simd::exp_shift_sum(prow + l0, prow + l0, t + 1 - l0, L[t]);
+          for (int j = 0; j < l0; ++j) prow[j] = ds[j] = 0.f;
           for (int j = t + 1; j < rend; ++j) prow[j] = 0.f;
-          for (int j = 0; j <= t; ++j) ds[j] = prow[j] * (ds[j] - Dt) * scale;
+          for (int j = l0; j <= t; ++j) ds[j] = prow[j] * (ds[j] - Dt) * scale;
           for (int j = t + 1; j < rend; ++j) ds[j] = 0.f;
         }
         // Column blocks: keys [c0, c1) receive gradient only from queries t >= their own.
         for (int c0 = 0; c0 < T; c0 += kRowBlock) {
           const int cols = std::min(T, c0 + kRowBlock) - c0;
           // dV[c0:c1] += P[:, c0:c1]^T dO;  dK[c0:c1] += dS[:, c0:c1]^T Q
+          if (lo) {
+            doc_block_product_t(dV + (size_t)c0 * stride, stride, P, T, dO, HD, c0, cols, T, D, lo);
+            doc_block_product_t(dK + (size_t)c0 * stride, stride, dP, T, Q, stride, c0, cols, T, D,
+                                lo);
+            continue;
+          }
           causal_block_product_t(dV + (size_t)c0 * stride, stride, P, T, dO, HD, c0, cols, T, D);
           causal_block_product_t(dK + (size_t)c0 * stride, stride, dP, T, Q, stride, c0, cols, T,
                                  D);
@@ -343,8 +395,12 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
         // dQ[r0:r1] = dS[r0:r1, 0:r1] K[0:r1]
         for (int r0 = 0; r0 < T; r0 += kRowBlock) {
           const int rows = std::min(T, r0 + kRowBlock) - r0;
-          causal_block_product(dQ + (size_t)r0 * stride, stride, dP + (size_t)r0 * T, T, K, stride,
-                               r0, rows, D);
+          if (lo)
+            doc_block_product(dQ + (size_t)r0 * stride, stride, dP + (size_t)r0 * T, T, K, stride,
+                              r0, rows, D, lo);
+          else
+            causal_block_product(dQ + (size_t)r0 * stride, stride, dP + (size_t)r0 * T, T, K,
+                                 stride, r0, rows, D);
         }
       }
     }

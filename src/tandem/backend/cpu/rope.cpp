@@ -45,7 +45,9 @@ void CpuBackend::rope(float* qkv, const AttnShape& s, int pos0, float theta, boo
     }
 #pragma omp for schedule(static)
     for (int n = 0; n < N; ++n) {
-      const float* cs = tab + (size_t)(n % s.T) * 2 * half;
+      // A packed row's positions restart at each document (the table's index is pos - pos0).
+      const int t = n % s.T - (s.doc_start ? s.doc_start[n] : 0);
+      const float* cs = tab + (size_t)t * 2 * half;
       rotate_row(qkv + (size_t)n * stride, heads, s.D, cs, cs + half);
     }
   }

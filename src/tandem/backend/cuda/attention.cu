@@ -81,24 +81,26 @@ __device__ __forceinline__ int warp_id() {
   return (blockIdx.x * blockDim.x + threadIdx.x) / 32;
 }
 
+// doc_start (nullable): packed rows; query t attends to keys doc_start[t]..t of its row.
 __global__ void k_attention_forward(float* out, float* lse, const float* qkv, int B, int T, int H,
-                                    int Hkv, int D, float scale) {
+                                    int Hkv, int D, float scale, const int32_t* doc_start) {
   const int w = warp_id();
   if (w >= B * H * T) return;
   const int t = w % T, h = (w / T) % H, b = w / (T * H), g = h / (H / Hkv);
   const int stride = (H + 2 * Hkv) * D;
   const float* base = qkv + (size_t)b * T * stride;
   const float* q = base + (size_t)t * stride + h * D;
-  const float* k0 = base + H * D + g * D;
+  const int lo = doc_start ? doc_start[(size_t)b * T + t] : 0;
+  const float* k0 = base + (size_t)lo * stride + H * D + g * D;
   const float l = warp_attend(out + ((size_t)(b * T + t) * H + h) * D, q, k0, k0 + Hkv * D, stride,
-                              t + 1, D, scale);
+                              t + 1 - lo, D, scale);
   if (threadIdx.x % 32 == 0) lse[((size_t)b * H + h) * T + t] = l;
 }
 
 // dQ of query (b, h, i): sum over keys j <= i of P_ij (dP_ij - D_i) K_j, times the scale.
 __global__ void k_attention_dq(float* dqkv, const float* dout, const float* qkv, const float* out,
                                const float* lse, int B, int T, int H, int Hkv, int D,
-                               float scale) {
+                               float scale, const int32_t* doc_start) {
   const int w = warp_id();
   if (w >= B * H * T) return;
   const int lane = threadIdx.x % 32;
@@ -112,7 +114,8 @@ __global__ void k_attention_dq(float* dqkv, const float* dout, const float* qkv,
   float acc[kMaxPerLane];
 #pragma unroll
   for (int c = 0; c < kMaxPerLane; ++c) acc[c] = 0.f;
-  for (int j0 = 0; j0 <= i; j0 += 32) {
+  const int lo = doc_start ? doc_start[(size_t)b * T + i] : 0;
+  for (int j0 = lo; j0 <= i; j0 += 32) {
     const int j = j0 + lane;
     float ds = 0.f;
     if (j <= i) {
@@ -142,7 +145,7 @@ __global__ void k_attention_dq(float* dqkv, const float* dout, const float* qkv,
 // dK and dV of key (b, g, j): sums over the heads of group g and the queries i >= j.
 __global__ void k_attention_dkv(float* dqkv, const float* dout, const float* qkv, const float* out,
                                 const float* lse, int B, int T, int H, int Hkv, int D,
-                                float scale) {
+                                float scale, const int32_t* doc_start) {
   const int w = warp_id();
   if (w >= B * Hkv * T) return;
   const int lane = threadIdx.x % 32;
@@ -154,17 +157,23 @@ __global__ void k_attention_dkv(float* dqkv, const float* dout, const float* qkv
   float dk[kMaxPerLane], dv[kMaxPerLane];
 #pragma unroll
   for (int c = 0; c < kMaxPerLane; ++c) dk[c] = dv[c] = 0.f;
+  // The queries that see key j: j up to the end of its document (documents are contiguous).
+  int end = T;
+  if (doc_start) {
+    end = j + 1;
+    while (end < T && doc_start[(size_t)b * T + end] <= j) ++end;
+  }
   for (int h = g * group; h < (g + 1) * group; ++h) {
-    for (int i0 = j; i0 < T; i0 += 32) {
+    for (int i0 = j; i0 < end; i0 += 32) {
       const int i = i0 + lane;
       float p = 0.f, ds = 0.f;
-      if (i < T) {
+      if (i < end) {
         const float* q = base + (size_t)i * stride + h * D;
         const size_t row = ((size_t)(b * T + i) * H + h) * D;
         p = expf(scale * dot(q, k, D) - lse[((size_t)b * H + h) * T + i]);
         ds = p * (dot(dout + row, v, D) - dot(dout + row, out + row, D));
       }
-      const int cnt = min(32, T - i0);
+      const int cnt = min(32, end - i0);
       for (int ii = 0; ii < cnt; ++ii) {
         const float pi = __shfl_sync(kFull, p, ii), dsi = __shfl_sync(kFull, ds, ii);
         const float* q = base + (size_t)(i0 + ii) * stride + h * D;
@@ -603,10 +612,12 @@ void CudaBackend::attention_forward(float* out, float* lse, const float* qkv, co
   const size_t warps = (size_t)s.B * s.H * s.T;
   if (warps == 0) return;
   const float scale = 1.0f / sqrtf((float)s.D);
-  if (tiled_dispatch(s.D, [&](auto dc) { tiled_forward<decltype(dc)::value>(out, lse, qkv, s, scale); }))
+  // Packed rows take the per-query warp kernels, which bound each query's keys.
+  if (!s.doc_start &&
+      tiled_dispatch(s.D, [&](auto dc) { tiled_forward<decltype(dc)::value>(out, lse, qkv, s, scale); }))
     return;
   k_attention_forward<<<warp_blocks(warps), 32 * kWarpsPerBlock>>>(
-      out, lse, qkv, s.B, s.T, s.H, s.Hkv, s.D, scale);
+      out, lse, qkv, s.B, s.T, s.H, s.Hkv, s.D, scale, s.doc_start);
   TANDEM_CU_LAUNCHED();
 }
 
@@ -615,15 +626,15 @@ void CudaBackend::attention_backward(float* dqkv, const float* dout, const float
   TANDEM_CHECK(s.D <= 32 * kMaxPerLane && s.H % s.Hkv == 0);
   if ((size_t)s.B * s.T == 0) return;
   const float scale = 1.0f / sqrtf((float)s.D);
-  if (tiled_dispatch(s.D, [&](auto dc) {
+  if (!s.doc_start && tiled_dispatch(s.D, [&](auto dc) {
         tiled_backward<decltype(dc)::value>(dqkv, dout, qkv, out, lse, s, scale);
       }))
     return;
   k_attention_dq<<<warp_blocks((size_t)s.B * s.H * s.T), 32 * kWarpsPerBlock>>>(
-      dqkv, dout, qkv, out, lse, s.B, s.T, s.H, s.Hkv, s.D, scale);
+      dqkv, dout, qkv, out, lse, s.B, s.T, s.H, s.Hkv, s.D, scale, s.doc_start);
   TANDEM_CU_LAUNCHED();
   k_attention_dkv<<<warp_blocks((size_t)s.B * s.Hkv * s.T), 32 * kWarpsPerBlock>>>(
-      dqkv, dout, qkv, out, lse, s.B, s.T, s.H, s.Hkv, s.D, scale);
+      dqkv, dout, qkv, out, lse, s.B, s.T, s.H, s.Hkv, s.D, scale, s.doc_start);
   TANDEM_CU_LAUNCHED();
 }
 

@@ -251,12 +251,12 @@ __global__ void k_all_finite(int* bad, const float* x, size_t n) {
 // Rotates pair (i, i + half) of head h of row r; angles as the CPU computes them (double,
 // then cast to float), position from `pos` or pos0 + r % T.
 __global__ void k_rope(float* qkv, int rows, int heads, int D, int stride, const int32_t* pos,
-                       int pos0, int T, float theta, bool inverse) {
+                       int pos0, int T, float theta, bool inverse, const int32_t* doc_start) {
   const int half = D / 2;
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= (size_t)rows * heads * half) return;
   const int f = (int)(i % half), h = (int)((i / half) % heads), r = (int)(i / ((size_t)half * heads));
-  const int p = pos ? pos[r] : pos0 + r % T;
+  const int p = pos ? pos[r] : pos0 + r % T - (doc_start ? doc_start[r] : 0);
   const double a = (double)p * pow((double)theta, -2.0 * f / D);
   const float cs = (float)cos(a), sn = inverse ? -(float)sin(a) : (float)sin(a);
   float* x = qkv + (size_t)r * stride + (size_t)h * D;
@@ -378,7 +378,7 @@ void CudaBackend::rope(float* qkv, const AttnShape& s, int pos0, float theta, bo
   const size_t n = (size_t)rows * heads * (s.D / 2);
   if (n == 0) return;
   k_rope<<<blocks_for(n, kThreads), kThreads>>>(qkv, rows, heads, s.D, s.qkv_stride(), nullptr,
-                                                pos0, s.T, theta, inverse);
+                                                pos0, s.T, theta, inverse, s.doc_start);
   TANDEM_CU_LAUNCHED();
 }
 
@@ -393,7 +393,7 @@ void CudaBackend::rope_batch(float* qkv, const AttnShape& s, const KvBatch& b, f
   const int heads = s.H + s.Hkv;
   const size_t n = (size_t)rows * heads * (s.D / 2);
   k_rope<<<blocks_for(n, kThreads), kThreads>>>(qkv, rows, heads, s.D, s.qkv_stride(), dpos, 0,
-                                                1, theta, false);
+                                                1, theta, false, nullptr);
   TANDEM_CU_LAUNCHED();
 }
 
