@@ -122,7 +122,7 @@ TEST_F(SftTest, RowsShiftTargetsMaskTheRestAndEpochsArePermutations) {
 TEST_F(SftTest, PackedRowsHoldWholeExamplesWithTheirDocumentStarts) {
   std::string text;
   for (int i = 0; i < 9; ++i)
-    text += "{\"prompt\": \"the king\", \"completion\": \" " + std::string(i % 4 + 1, 'a') + "\"}\n";
+    text += "{\"prompt\": \"the king\", \"completion\": \" " + std::string(i + 1, 'a') + "\"}\n";
   const auto ex = load_sft_examples(jsonl(text), *tok_, {});
   const int T = 24, B = 1;
   SftLoader loader(ex, B, T, 5, true);
