@@ -50,13 +50,13 @@ def tearDownModule():
     shutil.rmtree(WORK, ignore_errors=True)
 
 
-def sft_config(name, model=None, guard=None, train=None, **sft):
+def sft_config(name, model=None, guard=None, train_keys=None, **sft):
     keys = {"init": BASE, "train": os.path.join(WORK, "train.jsonl"),
             "val": os.path.join(WORK, "val.jsonl")}
     keys.update(sft)
     sections = {"train": {"max_steps": STEPS, "eval_every": 10, "seq_len": 96, "batch_size": 4,
                           "grad_accum": 2, "lr": 2e-3, "warmup_steps": 5, "log_every": 10,
-                          **(train or {})},
+                          **(train_keys or {})},
                 "checkpoint": {"every_steps": 10, "every_seconds": 0, "keep_last": 0},
                 "supervisor": {"backoff_s": 0.05}, "sft": keys}
     if model:
@@ -123,17 +123,17 @@ class Packs(unittest.TestCase):
         # fuller rows than one chat per row.
         long_rows = {"seq_len": 128, "batch_size": 2}
         ref = os.path.join(WORK, "packed")
-        h.run(["sft", sft_config("packed", train=long_rows, pack=True), "--out-dir", ref,
+        h.run(["sft", sft_config("packed", train_keys=long_rows, pack=True), "--out-dir", ref,
                "--threads", "1", "--no-supervise"])
         evals = [m for m in metrics(ref) if "val_loss" in m]
         self.assertLess(evals[-1]["val_loss"], evals[0]["val_loss"])
         one = os.path.join(WORK, "unpacked")
-        h.run(["sft", sft_config("unpacked", train=long_rows), "--out-dir", one, "--threads", "1",
+        h.run(["sft", sft_config("unpacked", train_keys=long_rows), "--out-dir", one, "--threads", "1",
                "--no-supervise"])
         self.assertNotEqual(metrics(ref)[0]["loss"], metrics(one)[0]["loss"],
                             "a packed row holds other examples than an unpacked one")
         d = os.path.join(WORK, "packed_killed")
-        h.run(["sft", sft_config("packed_killed", train=long_rows, pack=True), "--out-dir", d,
+        h.run(["sft", sft_config("packed_killed", train_keys=long_rows, pack=True), "--out-dir", d,
                "--threads", "1", "--inject", "crash@13"])
         self.assertEqual(h.final_state(d, STEPS), h.final_state(ref, STEPS))
 
