@@ -12,6 +12,7 @@
 #include "tandem/rl/heldout.h"
 #include "tandem/train/data_parallel.h"
 #include "tandem/train/faults.h"
+#include "tandem/train/metrics_server.h"
 #include "tandem/train/supervisor.h"
 #include "tandem/train/trainer.h"
 
@@ -33,6 +34,8 @@ void add_training_command(CLI::App& app, Action& action, const std::string& name
     int threads = -1;
     int nproc = -1, nnodes = -1, node_rank = -1;
     std::string rdzv;
+    int metrics_port = -1;
+    std::string metrics_host = "127.0.0.1";
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("config", a->config, "run config (TOML)")->required();
@@ -50,6 +53,11 @@ void add_training_command(CLI::App& app, Action& action, const std::string& name
   cmd->add_option("--rdzv", a->rdzv,
                   "data parallel: HOST:PORT of the rendezvous, served by node 0 (default: "
                   "MASTER_ADDR:MASTER_PORT, or any free local port for one machine)");
+  cmd->add_option("--metrics-port", a->metrics_port,
+                  "serve Prometheus metrics of the run at http://HOST:PORT/metrics (0: any free "
+                  "port; off unless given)");
+  cmd->add_option("--metrics-host", a->metrics_host, "address of --metrics-port")
+      ->capture_default_str();
   cmd->add_flag("--no-supervise", a->no_supervise,
                 "run in this process: no restarts after a crash or hang");
   cmd->add_flag("--worker", a->worker, "internal: the supervised training process")
@@ -88,6 +96,15 @@ void add_training_command(CLI::App& app, Action& action, const std::string& name
         if (launch.distributed() && a->no_supervise)
           fail("[dist] --no-supervise runs one process; " + std::to_string(launch.world()) +
                " ranks (" + launch.source + ") need the supervisor");
+      }
+      // The process that owns the run serves its metrics: the supervisor (node 0's), or this
+      // one without a supervisor.
+      std::unique_ptr<TrainMetricsServer> metrics;
+      if (a->metrics_port >= 0 && !a->worker && launch.node_rank == 0) {
+        metrics = std::make_unique<TrainMetricsServer>(cfg.out_dir, a->metrics_host, a->metrics_port);
+        std::fprintf(stderr, "[%s] metrics: http://%s:%d/metrics\n", name.c_str(),
+                     a->metrics_host.c_str(), metrics->port());
+        std::fflush(stderr);
       }
       if (!a->no_supervise && !a->worker) {
         std::vector<std::string> argv = {"tandem", name, a->config, "--worker"};
