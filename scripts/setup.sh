@@ -9,6 +9,7 @@ PACKAGES=(
   libopenblas-dev libsentencepiece-dev sentencepiece libtomlplusplus-dev nlohmann-json3-dev
   clang libclang-rt-14-dev libcli11-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev libomp-dev libssl-dev
   libdnnl2 libgloo-dev bible-kjv python3 python3-torch python3-numpy python3-toml
+  chromium
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -41,6 +42,15 @@ fi
 if [ ! -d tests/export/node_modules/@node-llama-cpp/linux-x64 ]; then
   npm install --prefix tests/export --no-audit --no-fund --loglevel=error --omit=optional \
     --ignore-scripts
+fi
+
+# The dashboard's charting library (uPlot), built into the binary: the page works offline.
+if [ ! -d src/tandem/dashboard/web/node_modules/uplot ]; then
+  npm ci --prefix src/tandem/dashboard/web --no-audit --no-fund --loglevel=error
+fi
+# The dashboard's browser tests drive Debian's chromium with puppeteer-core.
+if [ ! -d tests/dashboard/node_modules/puppeteer-core ]; then
+  npm ci --prefix tests/dashboard --no-audit --no-fund --loglevel=error
 fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${TANDEM_CMAKE_ARGS:-}

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   tandem::cli::add_info(app, action);
   tandem::cli::add_status(app, action);
   tandem::cli::add_serve(app, action);
+  tandem::cli::add_dashboard(app, action);
   tandem::cli::add_export(app, action);
   tandem::cli::add_verify(app, action);
   tandem::cli::add_eval(app, action);
