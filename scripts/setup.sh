@@ -9,7 +9,7 @@ PACKAGES=(
   libopenblas-dev libsentencepiece-dev sentencepiece libtomlplusplus-dev nlohmann-json3-dev
   clang libclang-rt-14-dev libcli11-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev libomp-dev libssl-dev
   libdnnl2 libgloo-dev bible-kjv python3 python3-torch python3-numpy python3-toml
-  chromium
+  chromium libcairo2-dev
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -21,5 +21,6 @@ void add_eval(CLI::App& app, Action& action);
 void add_logits(CLI::App& app, Action& action);
 void add_conformance(CLI::App& app, Action& action);
 void add_dashboard(CLI::App& app, Action& action);
+void add_plot(CLI::App& app, Action& action);
 
 }  // namespace tandem::cli

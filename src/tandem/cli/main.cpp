@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   tandem::cli::add_status(app, action);
   tandem::cli::add_serve(app, action);
   tandem::cli::add_dashboard(app, action);
+  tandem::cli::add_plot(app, action);
   tandem::cli::add_export(app, action);
   tandem::cli::add_verify(app, action);
   tandem::cli::add_eval(app, action);
