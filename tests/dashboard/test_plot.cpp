@@ -57,7 +57,7 @@ class PlotTest : public ::testing::Test {
 int line_pixels(const std::vector<uint32_t>& px) {
   int n = 0;
   for (uint32_t p : px) {
-    const int r = p >> 16 & 255, g = p >> 8 & 255, b = p & 255;
+    const int r = p >> 16 & 255, b = p & 255;
     n += b > 150 && r < 120 && b - r > 60;
   }
   return n;

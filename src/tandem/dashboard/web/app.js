@@ -14,7 +14,8 @@ const CHARTS = [
   { id: "lr", title: "Learning rate", series: [["m", "lr", "lr"]] },
   { id: "grad", title: "Gradient norm", series: [["m", "grad_norm", "grad norm"]] },
   { id: "tps", title: "Tokens/s", series: [["t", "tokens_per_s", "tokens/s"]] },
-  { id: "reward", title: "Reward (RL)", series: [["m", "reward_mean", "reward"], ["m", "val_reward", "held-out"]] },
+  { id: "reward", title: "Reward (RL)", series: [["m", "reward_mean", "reward"], ["m", "val_reward", "held-out"]],
+    perVerifier: true },
   { id: "kl", title: "KL to the reference (RL)", series: [["m", "kl", "KL"]] },
   { id: "len", title: "Completion length (RL)", series: [["m", "completion_len", "length"]] },
 ];
@@ -77,11 +78,31 @@ function eventStep(e, d) {
   return best;
 }
 
+// A chart's series for one run: its fixed ones, and for the reward one mean per verifier.
+function seriesOf(chart, d) {
+  const out = chart.series.slice();
+  if (chart.perVerifier) {
+    const names = new Set();
+    for (const r of d.metrics) if (r.rewards) for (const k of Object.keys(r.rewards)) names.add(k);
+    for (const k of [...names].sort()) out.push(["m", "rewards." + k + ".mean", k]);
+  }
+  return out;
+}
+
+function field(r, key) {
+  let v = r;
+  for (const part of key.split(".")) v = v == null ? null : v[part];
+  return typeof v === "number" ? v : null;
+}
+
 function tableFor(chart, i) {
   const d = runData(i), fx = xMapper(d);
-  const cols = chart.series.map(([src, key]) => {
+  const cols = seriesOf(chart, d).map(([src, key]) => {
     const recs = src === "m" ? d.metrics : d.timing, m = new Map();
-    for (const r of recs) if (r[key] != null) m.set(r.step, r[key]);
+    for (const r of recs) {
+      const v = field(r, key);
+      if (v != null) m.set(r.step, v);
+    }
     return m;
   });
   const steps = [...new Set(cols.flatMap((m) => [...m.keys()]))].sort((a, b) => a - b);
@@ -103,10 +124,10 @@ function buildChart(chart) {
     const t = tableFor(chart, i);
     if (t[0].length === 0 || t.slice(1).every((c) => c.every((v) => v == null))) return;
     tables.push(t);
-    chart.series.forEach(([, , label], k) => series.push({
+    seriesOf(chart, runData(i)).forEach(([, , label], k) => series.push({
       label: run.name + " " + label,
       stroke: COLORS[i % COLORS.length], width: k === 0 ? 1.5 : 2.5, dash: k === 0 ? undefined : [6, 3],
-      spanGaps: true, points: { show: k > 0 },
+      spanGaps: true, points: { show: label === "held-out" || label === "val loss" },
       value: (u, v) => (v == null ? "-" : Math.abs(v) >= 1000 ? v.toFixed(0) : v.toPrecision(4)),
     }));
   });
