@@ -154,7 +154,7 @@ function buildChart(chart) {
     scales: { x: { time: false }, y: logy ? { distr: 3 } : {} },
     axes: [{ label: state.xmode === "time" ? "wall time (s)" : state.xmode,
              values: (u, vals) => vals.map(fmt) },
-           { size: 56, values: (u, vals) => vals.map(fmt) }],
+           { size: 70, values: (u, vals) => vals.map(fmt) }],
     hooks: { draw: [(u) => placeMarkers(u, chart)] },
   }, data, body);
   u._key = key;
