@@ -10,6 +10,7 @@
 
 #include "tandem/backend/backend.h"
 #include "tandem/core/rng.h"
+#include "tandem/infer/quant.h"
 
 using namespace tandem;
 
@@ -66,6 +67,38 @@ BENCHMARK(BM_matmul_backward)
     ->Args({2 * F, C})
     ->Args({C, F})
     ->Args({V, C})
+    ->UseRealTime();
+
+// Inference matmuls of a 128-token prefill on gpt2-124m's shapes (fused qkv, wo, fused
+// gate/up, down), in f32, Q8 and Q4 (range 2: 0, 1, 2).
+void BM_wmatmul_prefill(benchmark::State& st) {
+  const int M = 128, n = (int)st.range(0), K = (int)st.range(1);
+  const WType t = st.range(2) == 0 ? WType::F32 : st.range(2) == 1 ? WType::Q8 : WType::Q4;
+  std::vector<float> w((size_t)n * K), xs((size_t)M * K);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = 2 * rng_uniform(5, 0, i) - 1;
+  for (size_t i = 0; i < xs.size(); ++i) xs[i] = 2 * rng_uniform(6, 0, i) - 1;
+  std::vector<float> packed;
+  PackedQuant q;
+  WMatrix wm{t, n, K, nullptr, nullptr};
+  if (t == WType::F32) {
+    packed = pack_f32(w.data(), n, K);
+    wm.data = packed.data();
+  } else {
+    q = pack_quant(quantize_matrix(w.data(), n, K, t));
+    wm.data = q.data.data();
+    wm.scale = q.scale.data();
+  }
+  std::vector<uint8_t> scratch(wmatmul_scratch_bytes(M, K));
+  std::vector<float> out((size_t)M * n);
+  for (auto _ : st) be().wmatmul_forward(out.data(), xs.data(), wm, M, scratch.data());
+  st.counters["GFLOP/s"] = benchmark::Counter(
+      2.0 * M * n * K, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_wmatmul_prefill)
+    ->ArgsProduct({{2304}, {768}, {0, 1, 2}})
+    ->ArgsProduct({{768}, {768}, {0, 1, 2}})
+    ->ArgsProduct({{4096}, {768}, {0, 1, 2}})
+    ->ArgsProduct({{768}, {2048}, {0, 1, 2}})
     ->UseRealTime();
 
 void BM_attention(benchmark::State& st) {

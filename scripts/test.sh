@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the test suite: installs what is missing and builds (scripts/setup.sh, a no-op when
-# everything is in place), then ctest with the unit, model and slow labels, about 6 minutes
+# everything is in place), then ctest with the unit, model and slow labels, about 10 minutes
 # on 2 cores. `--long` runs the tests labelled `long` instead (the reasoning pipeline, about
 # 8 minutes); CI runs both. Other arguments go to ctest.
 set -euo pipefail

@@ -7,6 +7,7 @@
 
 #include "kernel_test_util.h"
 #include "tandem/backend/cpu/cpu_backend.h"
+#include "tandem/core/cpu_features.h"
 #include "tandem/core/error.h"
 #include "tandem/infer/quant.h"
 
@@ -170,9 +171,12 @@ TEST(WMatmulThreads, SameBitsWithOneOrTwoThreads) {
 
 // The portable, AVX2 and AVX-512 VNNI variants of the quantized kernel compute one definition
 // of the arithmetic: every variant this CPU runs gives the portable variant's bits, on shapes
-// with odd block counts (padding), every tile remainder, and 1 or 2 threads.
+// with odd block counts (padding), every tile remainder (rows and panels), prefill-sized row
+// counts, and 1 or 2 threads.
 TEST(WMatmulVariants, EverySupportedVariantGivesThePortableBits) {
-  const WCase cases[] = {{1, 1, 32}, {3, 5, 96}, {5, 9, 288}, {6, 70, 256}, {17, 33, 128}};
+  const WCase cases[] = {{1, 1, 32},   {3, 5, 96},    {5, 9, 288},   {6, 70, 256},
+                         {17, 33, 128}, {16, 16, 64}, {32, 48, 160}, {50, 70, 256},
+                         {83, 40, 96}};
   int checked = 0;
   for (const WCase& c : cases) {
     auto x = uniform((size_t)c.M * c.K, 11), w = uniform((size_t)c.N * c.K, 12);
@@ -195,6 +199,19 @@ TEST(WMatmulVariants, EverySupportedVariantGivesThePortableBits) {
     }
   }
   if (checked == 0) GTEST_SKIP() << "this CPU has no SIMD variant to compare with";
+}
+
+// The kernel in use is the widest the CPU has: with AVX-512 VNNI, that one; with AVX2 and FMA,
+// the AVX2 one.
+TEST(WMatmulVariants, TheBestVariantIsTheWidestTheCpuHas) {
+  const CpuFeatures& f = host_cpu();
+  if (f.avx512_vnni && f.avx512bw && f.avx512vl) {
+    EXPECT_EQ(qvariant_best(), QVariant::kAvx512Vnni) << qvariant_name(qvariant_best());
+  } else if (f.avx2 && f.fma) {
+    EXPECT_EQ(qvariant_best(), QVariant::kAvx2) << qvariant_name(qvariant_best());
+  } else {
+    EXPECT_EQ(qvariant_best(), QVariant::kPortable) << qvariant_name(qvariant_best());
+  }
 }
 
 }  // namespace
