@@ -149,7 +149,8 @@ void RankGroup::sum_slots(std::vector<double>& v) const {
   if (comm_) comm_->all_reduce(v.data(), v.size(), CommType::kF64, CommOp::kSum);
 }
 
-int64_t RankGroup::share_state(int64_t step, const std::vector<float*>& tensors, size_t n,
+int64_t RankGroup::share_state(int64_t step,
+                               const std::function<std::vector<float*>()>& tensors, size_t n,
                                std::string& meta) const {
   if (!comm_) return step;
   std::vector<int64_t> steps((size_t)world());
@@ -160,7 +161,7 @@ int64_t RankGroup::share_state(int64_t step, const std::vector<float*>& tensors,
   // send when every rank already has the newest step.
   if (std::all_of(steps.begin(), steps.end(), [&](int64_t s) { return s == steps[(size_t)src]; }))
     return steps[(size_t)src];
-  for (float* t : tensors) comm_->broadcast(t, n, CommType::kF32, src);
+  for (float* t : tensors()) comm_->broadcast(t, n, CommType::kF32, src);
   int64_t len = (int64_t)meta.size();
   comm_->broadcast(&len, 1, CommType::kI64, src);
   std::vector<int64_t> packed(((size_t)len + 7) / 8, 0);

@@ -49,8 +49,10 @@ class RankGroup {
   // zero): exact whatever the engine's order.
   void sum_slots(std::vector<double>& v) const;
   // Every rank ends with the state of the rank whose state is newest (a rank's `step` is -1
-  // when it has none); returns that step. Tensors are host arrays of n floats each.
-  int64_t share_state(int64_t step, const std::vector<float*>& tensors, size_t n,
+  // when it has none); returns that step. `tensors` gives host arrays of n floats each holding
+  // this rank's state; it is called only when some rank is behind (a restart where every rank
+  // kept the same step copies nothing).
+  int64_t share_state(int64_t step, const std::function<std::vector<float*>()>& tensors, size_t n,
                       std::string& meta) const;
   // The ranks whose `fingerprint` differs from the one most ranks have (empty: all agree; with
   // two ranks that differ, both).

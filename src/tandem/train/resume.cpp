@@ -128,12 +128,16 @@ StartPoint restore_start_state(const StartInputs& in, SnapshotStore& snap, Llama
   // Every rank starts the group from the newest state any of them has (the others' copies of
   // a replicated state are equal or older).
   const int64_t have = !sp.from.empty() ? state.step : -1;
-  std::vector<float> p(P), m(P), v(P);
-  be.to_host(p.data(), model.params(), P * sizeof(float));
-  be.to_host(m.data(), opt.m(), P * sizeof(float));
-  be.to_host(v.data(), opt.v(), P * sizeof(float));
+  std::vector<float> p, m, v;
+  auto host_state = [&]() -> std::vector<float*> {
+    p.resize(P), m.resize(P), v.resize(P);
+    be.to_host(p.data(), model.params(), P * sizeof(float));
+    be.to_host(m.data(), opt.m(), P * sizeof(float));
+    be.to_host(v.data(), opt.v(), P * sizeof(float));
+    return {p.data(), m.data(), v.data()};
+  };
   std::string meta = in.meta();
-  const int64_t got = group.share_state(have, {p.data(), m.data(), v.data()}, P, meta);
+  const int64_t got = group.share_state(have, host_state, P, meta);
   if (got >= 0 && got != have) {
     model.load_params(p.data());
     be.to_device(opt.m(), m.data(), P * sizeof(float));
