@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -65,11 +66,15 @@ int main(int argc, char** argv) {
         prompt[i] = 3 + (int32_t)((i * 7919) % (c.vocab_size - 3));
       std::vector<double> pre, dec;
       std::vector<float> row(c.vocab_size);
+      std::map<std::string, double> prefill_sec;           // with --profile: per kernel family
       for (int r = 0; r < (single ? reps + 1 : 0); ++r) {  // the first repetition warms up
         eng.reset(0);
+        prof.seconds.clear();
         auto t0 = Clock::now();
         BatchEngine::Item it{0, prompt.data(), P, false};
         const float* lg = eng.step({&it, 1});
+        if (r > 0)
+          for (const auto& [k, sec] : prof.seconds) prefill_sec[k] += sec;
         row.assign(lg, lg + c.vocab_size);
         int32_t next = argmax(row);
         auto t1 = Clock::now();
@@ -84,6 +89,8 @@ int main(int argc, char** argv) {
         pre.push_back(P / std::chrono::duration<double>(t1 - t0).count());
         dec.push_back(G / std::chrono::duration<double>(t2 - t1).count());
       }
+      for (const auto& [k, sec] : prefill_sec)  // ms per prefill of P tokens
+        std::fprintf(stderr, "  prefill %-14s %7.3f ms\n", k.c_str(), sec * 1e3 / reps);
       // Batched decoding: `batch` sequences step together (what the server does).
       double batched = 0;
       if (batch > 1) {

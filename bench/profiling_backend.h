@@ -43,13 +43,18 @@ class ProfilingBackend final : public Backend {
     t("rmsnorm", [&] { b_.rmsnorm_backward(dx, dw, g, x, w, r, N, C); });
   }
   void matmul_forward(float* o, const float* x, const float* w, int M, int N, int K) override {
+    const double s0 = seconds["matmul"];
     t("matmul", [&] { b_.matmul_forward(o, x, w, M, N, K); });
     matmul_flops += 2.0 * M * N * K;
+    shape("fwd", M, N, K, seconds["matmul"] - s0, 2.0 * M * N * K);
   }
   void matmul_backward(float* dx, float* dw, const float* g, const float* x, const float* w, int M,
                        int N, int K) override {
+    const double s0 = seconds["matmul"];
     t("matmul", [&] { b_.matmul_backward(dx, dw, g, x, w, M, N, K); });
-    matmul_flops += 2.0 * M * N * K * ((dx ? 1 : 0) + (dw ? 1 : 0));
+    const double f = 2.0 * M * N * K * ((dx ? 1 : 0) + (dw ? 1 : 0));
+    matmul_flops += f;
+    shape(dx && dw ? "bwd" : dx ? "bwd dx" : "bwd dw", M, N, K, seconds["matmul"] - s0, f);
   }
   void rope(float* q, const AttnShape& s, int p, float th, bool inv) override {
     t("rope", [&] { b_.rope(q, s, p, th, inv); });
@@ -110,8 +115,16 @@ class ProfilingBackend final : public Backend {
     t("wmatmul", [&] { b_.wmatmul_forward(o, x, w, M, s); });
   }
   double matmul_flops = 0;
+  // Matmul time and FLOPs per call shape ("fwd 2048x864x288": M x N x K).
+  std::map<std::string, std::pair<double, double>> matmul_shapes;
 
  private:
+  void shape(const char* dir, int M, int N, int K, double sec, double flops) {
+    auto& e = matmul_shapes[std::string(dir) + " " + std::to_string(M) + "x" + std::to_string(N) +
+                            "x" + std::to_string(K)];
+    e.first += sec;
+    e.second += flops;
+  }
   template <typename F>
   void t(const char* k, F&& f) {
     auto t0 = std::chrono::steady_clock::now();

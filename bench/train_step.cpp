@@ -115,6 +115,9 @@ int main(int argc, char** argv) {
         std::printf("  %-14s %8.4f s/step  %5.1f%%\n", k.c_str(), v / steps, 100 * v / total);
       double mm = prof.matmul_flops / prof.seconds["matmul"];
       std::printf("  matmul rate: %.1f GFLOP/s = %.1f%% of peak\n", mm / 1e9, 100 * mm / peak);
+      for (auto& [k, v] : prof.matmul_shapes)
+        std::printf("    %-24s %8.4f s/step  %6.1f GFLOP/s = %5.1f%%\n", k.c_str(), v.first / steps,
+                    v.second / v.first / 1e9, 100 * v.second / v.first / peak);
       if (!step_mm_frac.empty())
         std::printf("  matmul rate against the peak measured right after each step: median "
                     "%.1f%%\n", 100 * med_of(step_mm_frac));
