@@ -32,9 +32,10 @@ namespace {
 //
 // The weight vectors are pinned in registers (the empty asm): left to itself GCC folds them
 // into the FMAs as memory operands, one reload per x row, and a 4-row tile then ran at 40 % of
-// the FMA peak instead of ~100 % (measured on Zen 5). `pf` names the next panel
-// group: its lines are prefetched alongside, so the first pass over that group finds it in
-// cache and the weight stream from memory overlaps the arithmetic instead of preceding it.
+// the FMA peak instead of ~100 % (measured on Zen 5). The first `npf` steps of k also
+// prefetch one line per panel from `pf` (a share of the next panel group): the next group is
+// found in cache and the weight stream from memory overlaps the arithmetic instead of
+// preceding it.
 #if defined(__AVX512F__)
 constexpr int kMaxTileRows = 12;  // 12 x 2 accumulators + 2 weights + 1 broadcast: 27 of 32 zmm
 #elif defined(TANDEM_WMM_SIMD)
@@ -46,14 +47,14 @@ constexpr int kMaxTilePanels = 2;
 
 template <int MR, int NP>
 void panel_f32(float* out, int ldo, const float* x, int K, const float* wp, size_t pstride,
-               int nvalid, const float* pf) {
+               int nvalid, const float* pf, int npf) {
 #if defined(__AVX512F__)
   __m512 acc[MR][NP];
   #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
     #pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) acc[m][p] = _mm512_setzero_ps();
-  for (int k = 0; k < K; ++k) {
+  auto step = [&](int k) __attribute__((always_inline)) {
     __m512 w[NP];
     #pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) {
@@ -62,15 +63,20 @@ void panel_f32(float* out, int ldo, const float* x, int K, const float* wp, size
       w[p] = v;
     }
     #pragma GCC unroll 16
-    for (int p = 0; p < NP; ++p)
-      _mm_prefetch((const char*)(pf + p * pstride + (size_t)k * 16), _MM_HINT_T0);
-    #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
       const __m512 xb = _mm512_set1_ps(x[(size_t)m * K + k]);
       #pragma GCC unroll 16
       for (int p = 0; p < NP; ++p) acc[m][p] = _mm512_fmadd_ps(xb, w[p], acc[m][p]);
     }
+  };
+  int k = 0;
+  for (; k < npf; ++k) {  // the first npf steps also prefetch one line per panel of pf
+    step(k);
+    #pragma GCC unroll 16
+    for (int p = 0; p < NP; ++p)
+      _mm_prefetch((const char*)(pf + p * pstride + (size_t)k * 16), _MM_HINT_T0);
   }
+  for (; k < K; ++k) step(k);
   #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
     #pragma GCC unroll 16
@@ -93,8 +99,9 @@ void panel_f32(float* out, int ldo, const float* x, int K, const float* wp, size
       asm("" : "+x"(v));
       w[p] = v;
     }
-    for (int p = 0; p < NP; ++p)
-      _mm_prefetch((const char*)(pf + p * pstride + (size_t)k * 16), _MM_HINT_T0);
+    if (k < npf)
+      for (int p = 0; p < NP; ++p)
+        _mm_prefetch((const char*)(pf + p * pstride + (size_t)k * 16), _MM_HINT_T0);
     for (int m = 0; m < MR; ++m) {
       const __m256 xb = _mm256_set1_ps(x[(size_t)m * K + k]);
       for (int p = 0; p < 2 * NP; ++p) acc[m][p] = _mm256_fmadd_ps(xb, w[p], acc[m][p]);
@@ -108,6 +115,7 @@ void panel_f32(float* out, int ldo, const float* x, int K, const float* wp, size
     }
 #else
   (void)pf;
+  (void)npf;
   for (int m = 0; m < MR; ++m)
     for (int j = 0; j < nvalid; ++j) {
       float s = 0.f;
@@ -120,7 +128,7 @@ void panel_f32(float* out, int ldo, const float* x, int K, const float* wp, size
 
 // panel_f32 for every tile shape up to kMaxTileRows x kMaxTilePanels, indexed [rows-1][panels-1].
 using PanelFn = void (*)(float*, int, const float*, int, const float*, size_t, int,
-                         const float*);
+                         const float*, int);
 template <int... I>
 constexpr std::array<PanelFn, sizeof...(I)> panel_table(std::integer_sequence<int, I...>) {
   return {&panel_f32<I / kMaxTilePanels + 1, I % kMaxTilePanels + 1>...};
@@ -139,9 +147,7 @@ void CpuBackend::wmatmul_forward(float* out, const float* x, const WMatrix& w, i
     // An even share of panels per thread (a static split: measured faster than dynamic or
     // guided ones), taken in groups of kMaxTilePanels. Within a group the x rows pass in
     // tiles of at most kMaxTileRows, split evenly (16 rows: two of 8, not 12 + 4), while the
-    // group stays in L1/L2; the first tile prefetches the next group (the others, and the last
-    // group, "prefetch" lines already in cache: a fixed count keeps the kernel's loop simple
-    // enough for the accumulators to stay in registers).
+    // group stays in L1/L2, and each tile prefetches a share of the next group.
     const float* W = static_cast<const float*>(w.data);
     const size_t pstride = (size_t)K * kF32Panel;
     const int panels = (N + kF32Panel - 1) / kF32Panel;
@@ -155,12 +161,17 @@ void CpuBackend::wmatmul_forward(float* out, const float* x, const WMatrix& w, i
         const int nvalid = std::min(N - n0, np * kF32Panel);
         const float* group = W + p * pstride;
         // The next group of this thread's share; the prefetches stay inside the packed matrix.
-        const float* next = p + np < p1 && p + 2 * np <= panels ? group + np * pstride : group;
+        const bool has_next = p + np < p1 && p + 2 * np <= panels;
+        const float* next = has_next ? group + np * pstride : group;
+        // Tile t prefetches its share of the next group's rows of k, so the next group's
+        // stream from memory is spread over the whole pass instead of burdening one tile.
+        const int share = (K + tiles - 1) / tiles;
         for (int t = 0; t < tiles; ++t) {
           const int m = (int)((long)M * t / tiles), mr = (int)((long)M * (t + 1) / tiles) - m;
+          const int k0 = std::min(K, t * share), npf = has_next ? std::min(share, K - k0) : 0;
           kPanelFns[(mr - 1) * kMaxTilePanels + np - 1](out + (size_t)m * N + n0, N,
                                                         x + (size_t)m * K, K, group, pstride,
-                                                        nvalid, t == 0 ? next : group);
+                                                        nvalid, next + (size_t)k0 * 16, npf);
         }
       }
     }
