@@ -77,8 +77,8 @@ inline __m256 exp8(__m256 x) {
 }
 #endif
 
-// y[i] = exp(x[i] - shift); returns the sum of y in a fixed order (lane-wise partial sums
-// combined in lane order). y may alias x.
+// y[i] = exp(x[i] - shift); returns the sum of y in a fixed order (lane-wise partial sums,
+// the AVX-512 tail in lanes too, combined in lane order; then any scalar tail). y may alias x.
 inline float exp_shift_sum(float* y, const float* x, int n, float shift) {
   int i = 0;
   float total = 0.f;
@@ -89,6 +89,14 @@ inline float exp_shift_sum(float* y, const float* x, int n, float shift) {
     __m512 v = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), s));
     _mm512_storeu_ps(y + i, v);
     acc = _mm512_add_ps(acc, v);
+  }
+  if (i < n) {  // the tail in masked lanes: a scalar exp per element cost more than the rest
+    const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    const __m512 v =
+        _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s)));
+    _mm512_mask_storeu_ps(y + i, m, v);
+    acc = _mm512_add_ps(acc, v);
+    i = n;
   }
   alignas(64) float lanes[16];
   _mm512_store_ps(lanes, acc);
