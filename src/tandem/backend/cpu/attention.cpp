@@ -116,9 +116,7 @@ void attend_heads_v(float* o, const float* q, const float* k0, const float* v0, 
   float sums[kMaxHeadsPerTask];
   for (int h = 0; h < nh; ++h) {
     float* sc = scores + (size_t)h * ns;
-    float mx = -INFINITY;
-    for (int i = 0; i < n; ++i) mx = std::max(mx, sc[i]);
-    sums[h] = simd::exp_shift_sum(sc, sc, n, mx);
+    sums[h] = simd::exp_shift_sum(sc, sc, n, row_max(sc, n));
   }
   std::memset(accs, 0, sizeof(float) * (size_t)nh * S * D);
   for (int j0 = 0; j0 < n; j0 += 16) {
