@@ -77,8 +77,8 @@ inline __m256 exp8(__m256 x) {
 }
 #endif
 
-// y[i] = exp(x[i] - shift); returns the sum of y in a fixed order (lane-wise partial sums,
-// the AVX-512 tail in lanes too, combined in lane order; then any scalar tail). y may alias x.
+// y[i] = exp(x[i] - shift); returns the sum of y in a fixed order (lane-wise partial sums
+// combined in lane order, then the tail in order). y may alias x.
 inline float exp_shift_sum(float* y, const float* x, int n, float shift) {
   int i = 0;
   float total = 0.f;
@@ -90,17 +90,16 @@ inline float exp_shift_sum(float* y, const float* x, int n, float shift) {
     _mm512_storeu_ps(y + i, v);
     acc = _mm512_add_ps(acc, v);
   }
-  if (i < n) {  // the tail in masked lanes: a scalar exp per element cost more than the rest
-    const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-    const __m512 v =
-        _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s)));
-    _mm512_mask_storeu_ps(y + i, m, v);
-    acc = _mm512_add_ps(acc, v);
-    i = n;
-  }
   alignas(64) float lanes[16];
   _mm512_store_ps(lanes, acc);
   for (float l : lanes) total += l;
+  if (i < n) {
+    // The tail's exponentials in masked lanes (exp16 gives exp_scalar's values: a scalar exp
+    // per element cost more than the rest of a short row), added in order as before.
+    const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s)));
+    for (; i < n; ++i) total += y[i];
+  }
 #elif defined(__AVX2__) && defined(__FMA__)
   __m256 acc = _mm256_setzero_ps();
   const __m256 s = _mm256_set1_ps(shift);

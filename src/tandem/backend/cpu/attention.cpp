@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "tandem/backend/cpu/blas.h"
 #include "tandem/backend/cpu/cpu_backend.h"
 #include "tandem/backend/cpu/small_gemm.h"
 #include "tandem/core/vexp.h"
@@ -378,10 +379,8 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
 #pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) collapse(2)
   for (int b = 0; b < B; ++b) {
     for (int kh = 0; kh < Hkv; ++kh) {
-      float* P = scratch((size_t)2 * T * T + (size_t)2 * D * T).data();  // probabilities, then dS
+      float* P = scratch((size_t)2 * T * T).data();  // probabilities, then dS
       float* dP = P + (size_t)T * T;
-      float* KT = dP + (size_t)T * T;  // (D, T) keys and values, transposed
-      float* VT = KT + (size_t)D * T;
       const float* base = qkv + (size_t)b * T * stride;
       float* dbase = dqkv + (size_t)b * T * stride;
       const float* K = base + (H + kh) * D;
@@ -389,8 +388,6 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
       float* dK = dbase + (H + kh) * D;
       float* dV = dbase + (H + Hkv + kh) * D;
       const int32_t* lo = s.doc_start ? s.doc_start + (size_t)b * T : nullptr;
-      transpose_head(KT, T, K, stride, T, D);
-      transpose_head(VT, T, Vv, stride, T, D);
       for (int t = 0; t < T; ++t) {
         std::memset(dK + (size_t)t * stride, 0, sizeof(float) * D);
         std::memset(dV + (size_t)t * stride, 0, sizeof(float) * D);
@@ -404,9 +401,12 @@ void CpuBackend::attention_backward(float* dqkv, const float* dout, const float*
         // P = exp(scale * Q K^T - lse), causal; dP = dO V^T (row blocks skip the masked part)
         for (int r0 = 0; r0 < T; r0 += kRowBlock) {
           const int r1 = std::min(T, r0 + kRowBlock), rows = r1 - r0;
-          cpu::small_gemm(false, false, rows, r1, D, scale, Q + (size_t)r0 * stride, stride, KT, T,
-                          0.f, P + (size_t)r0 * T, T);
-          cpu::small_gemm(false, false, rows, r1, D, 1.f, dO + (size_t)r0 * HD, HD, VT, T, 0.f,
+          // The two score products stay on OpenBLAS: on small_gemm they round differently,
+          // and the reasoning pipeline's outcome (scripts/reason_pipeline.sh) turned out to
+          // depend on such rounding (see docs/cpu.md).
+          blas::sgemm(false, true, rows, r1, D, scale, Q + (size_t)r0 * stride, stride, K, stride,
+                      0.f, P + (size_t)r0 * T, T);
+          blas::sgemm(false, true, rows, r1, D, 1.f, dO + (size_t)r0 * HD, HD, Vv, stride, 0.f,
                       dP + (size_t)r0 * T, T);
         }
         for (int t = 0; t < T; ++t) {
