@@ -296,30 +296,12 @@ static void doc_block_product_t(float* out, int ldo, const float* P, int ldp, co
       axpy(out + (size_t)(j - c0) * ldo, P[(size_t)t * ldp + j], X + (size_t)t * ldx, D);
 }
 
-// dst[d * ldd + t] = src[t * lds + d] for t < T, d < D: a head's keys (or values) with the
-// positions along the rows, so score blocks read them as the columns of a product (once per
-// head, not once per block).
-static void transpose_head(float* dst, int ldd, const float* src, int lds, int T, int D) {
-  int t0 = 0;
-#if defined(__AVX512F__)
-  // Sixteen positions at a time: one gather per d, one full store (scalar copies were a
-  // seventh of the forward's time).
-  const __m512i rows = _mm512_mullo_epi32(
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-      _mm512_set1_epi32(lds));
-  for (; t0 + 16 <= T; t0 += 16)
-    for (int d = 0; d < D; ++d)
-      _mm512_storeu_ps(dst + (size_t)d * ldd + t0,
-                       _mm512_i32gather_ps(rows, src + (size_t)t0 * lds + d, 4));
-#endif
-  for (int t = t0; t < T; ++t)
-    for (int d = 0; d < D; ++d) dst[(size_t)d * ldd + t] = src[(size_t)t * lds + d];
-}
-
 // Training attention works per (batch, head) on whole score matrices with single-threaded
 // GEMMs (threads take different heads): small_gemm's register tiles, which measured 15-25 %
-// faster than OpenBLAS on these 64-row blocks (no per-call packing of the blocks). Rows are handled in blocks of kRowBlock so the score
-// GEMMs skip most of the causally masked upper triangle.
+// faster than OpenBLAS on these 64-row blocks (no per-call packing of the blocks). Rows are
+// handled in blocks of kRowBlock so the score GEMMs skip most of the causally masked upper
+// triangle. The forward's scores read the head's keys transposed (once per head, not once
+// per block).
 constexpr int kRowBlock = 64;
 
 void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, const AttnShape& s) {
@@ -339,7 +321,7 @@ void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, con
       float* O = out + (size_t)b * T * HD + h * D;
       float* L = lse + ((size_t)b * H + h) * T;
       const int32_t* lo = s.doc_start ? s.doc_start + (size_t)b * T : nullptr;
-      transpose_head(KT, T, K, stride, T, D);
+      cpu::transpose(KT, T, K, stride, T, D);
       for (int r0 = 0; r0 < T; r0 += kRowBlock) {
         const int r1 = std::min(T, r0 + kRowBlock), rows = r1 - r0;
         // S[r0:r1, 0:r1] = scale * Q[r0:r1] K[0:r1]^T

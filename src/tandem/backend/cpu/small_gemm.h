@@ -12,4 +12,7 @@ namespace tandem::cpu {
 void small_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
                 const float* B, int ldb, float beta, float* C, int ldc);
 
+// dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols (exact copies).
+void transpose(float* dst, int ldd, const float* src, int lds, int rows, int cols);
+
 }  // namespace tandem::cpu
