@@ -105,7 +105,17 @@ def kernels():
     return (f"openblas core {core} (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')}),"
             f" BLAS_INFO={blas.group(1) if blas else '?'}, cpu capability "
             f"{torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, 'cpu') else '?'}"
-            f", mkldnn {torch.backends.mkldnn.is_available()}, {torch.get_num_threads()} threads")
+            f", mkldnn {torch.backends.mkldnn.is_available()}, {torch.get_num_threads()} intra-op "
+            f"threads, openblas threads {blas_threads()}, "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default: active)')}")
+
+
+def blas_threads():
+    """OpenBLAS's own thread pool: Debian's pthread OpenBLAS ignores torch.set_num_threads."""
+    try:
+        return ctypes.CDLL("libopenblas.so.0").openblas_get_num_threads()
+    except (OSError, AttributeError):
+        return "?"
 
 
 def main():
