@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "tandem/backend/cpu/cpu_backend.h"
 #include "tandem/core/error.h"
@@ -227,6 +228,26 @@ TANDEM_VNNI void tile_vnni(float* out, int ldo, const QX& qx, int m0, const QW& 
                               (__mmask16)((1u << cols) - 1), acc[m][p]);
     }
 }
+
+// Q4 panels p0.. p0+np-1 rewritten as Q8-layout bytes holding q + 8 (the Q4 offset stays, and
+// so does the correction the activations carry): the low nibbles of chunk c of block b are
+// 4-k group 2c, the high ones group 2c + 1, exactly what tile_vnni extracts on the fly. A
+// prefill then unpacks each panel once instead of once per 4 rows of x; the integer sums,
+// and so the bits, are the same.
+TANDEM_VNNI void unpack_q4_panels(uint8_t* dst, const QW& w, int p0, int np) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int p = 0; p < np; ++p) {
+    const uint8_t* src = w.panel(p0 + p);
+    uint8_t* d = dst + (size_t)p * w.K * kQPanel;
+    for (int b = 0; b < w.nb; ++b)
+      for (int c = 0; c < kQBlock / 8; ++c) {
+        const __m512i v = _mm512_loadu_si512(src + (size_t)b * 256 + c * 64);
+        _mm512_store_si512(d + (size_t)(b * 8 + 2 * c) * 64, _mm512_and_si512(v, low4));
+        _mm512_store_si512(d + (size_t)(b * 8 + 2 * c + 1) * 64,
+                           _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
+      }
+  }
+}
 #endif
 
 // Calls f.template operator()<MR>() for the runtime mr in 1..4.
@@ -297,9 +318,30 @@ void wmatmul_quant(QVariant v, float* out, const float* x, const WMatrix& w, int
     // share); W panels outermost so they stay in cache while every row of x passes them.
     const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
     const int p0 = (int)((long)panels * tid / nt), p1 = (int)((long)panels * (tid + 1) / nt);
+#if defined(TANDEM_X86)
+    // Q4 with more than one tile of rows: each panel pair is unpacked once (see above).
+    const bool unpack = v == QVariant::kAvx512Vnni && w.type == WType::Q4 && M > 4;
+    static thread_local std::vector<uint8_t> ubuf;
+    if (unpack && ubuf.size() < (size_t)2 * K * kQPanel + 64) ubuf.resize((size_t)2 * K * kQPanel + 64);
+    uint8_t* const ualigned = reinterpret_cast<uint8_t*>(
+        (reinterpret_cast<uintptr_t>(ubuf.data()) + 63) & ~uintptr_t(63));
+#endif
     for (int p = p0; p < p1; p += 2) {
       const int np = std::min(2, p1 - p), n0 = p * kQPanel;
       const int nvalid = std::min(N - n0, np * kQPanel);
+#if defined(TANDEM_X86)
+      if (unpack) {
+        unpack_q4_panels(ualigned, qw, p, np);
+        const QW uw{WType::Q8, ualigned, qw.panel_scale(p), K, qw.nb, (size_t)K * kQPanel};
+        for (int m = 0; m < M; m += 4)
+          with_mr(std::min(4, M - m), [&]<int MR>() {
+            float* o = out + (size_t)m * N + n0;
+            if (np == 2) tile_vnni<MR, 2>(o, N, qx, m, uw, 0, nvalid);
+            else tile_vnni<MR, 1>(o, N, qx, m, uw, 0, nvalid);
+          });
+        continue;
+      }
+#endif
       for (int m = 0; m < M; m += 4) {
         const int mr = std::min(4, M - m);
         float* o = out + (size_t)m * N + n0;
