@@ -121,6 +121,23 @@ void BM_attention(benchmark::State& st) {
 }
 BENCHMARK(BM_attention)->Arg(0)->Arg(1)->UseRealTime();
 
+// A prompt's attention over the KV cache (what a prefill runs per layer): P new tokens at
+// positions 0..P-1 of gpt2-124m's shape (12 heads of 64), one sequence.
+void BM_attention_kv_prefill(benchmark::State& st) {
+  const int P = (int)st.range(0), Hq = 12, Dq = 64, Tmax = 1024;
+  AttnShape s{1, P, Hq, Hq, Dq};
+  Buf qkv((size_t)P * s.qkv_stride()), out((size_t)P * Hq * Dq);
+  Buf kc((size_t)Tmax * Hq * Dq), vc((size_t)Tmax * Hq * Dq);
+  for (auto _ : st) {
+    be().attention_kv_forward(out.p, kc.p, vc.p, qkv.p, s, 0, P);
+    be().synchronize();
+  }
+  const double flops = 2.0 * Hq * (double)P * (P + 1) * Dq;  // causal: QK^T and PV
+  st.counters["GFLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_attention_kv_prefill)->Arg(128)->Arg(512)->UseRealTime();
+
 void BM_rmsnorm_forward(benchmark::State& st) {
   Buf x((size_t)N * C), w(C), out((size_t)N * C), r(N);
   for (auto _ : st) be().rmsnorm_forward(out.p, r.p, x.p, w.p, N, C, 1e-5f), be().synchronize();

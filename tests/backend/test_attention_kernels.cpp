@@ -358,6 +358,43 @@ TEST(AttentionKv, ChunkedMatchesFullSequence) {
   }
 }
 
+// How a sequence's tokens are split into calls never changes its bits: a prompt of 70 tokens
+// in one call (the CPU's prompt path: a head over blocks of rows), one token per call (the
+// decode path: a row over all heads), and mixed chunks give bit-identical outputs, for every
+// head width the vector kernels have and one they do not (the serving scheduler splits
+// prompts by its token budget, so this is what keeps a request's result independent of load).
+TEST(AttentionKv, ChunkingNeverChangesTheBits) {
+  for (int D : {16, 48, 64, 128, 24}) {
+    const int H = 4, Hkv = 2, T = 70, Tmax = 80;
+    const AttnShape full{1, T, H, Hkv, D}, kv{1, Tmax, H, Hkv, D};
+    SCOPED_TRACE("D=" + std::to_string(D));
+    const int stride = full.qkv_stride(), HD = H * D, KD = Hkv * D;
+    auto qkv = uniform(qkv_size(full), 700 + D, -1.5f, 1.5f);
+    const std::vector<std::vector<int>> splits = {{70}, std::vector<int>(70, 1), {17, 16, 37},
+                                                  {3, 40, 27}};
+    std::vector<std::vector<float>> outs;
+    for (const auto& chunks : splits) {
+      DeviceBuf<float> d_k(static_cast<size_t>(Tmax) * KD), d_v(static_cast<size_t>(Tmax) * KD);
+      std::vector<float> got;
+      int pos = 0;
+      for (int n : chunks) {
+        std::vector<float> chunk(qkv.begin() + static_cast<size_t>(pos) * stride,
+                                 qkv.begin() + static_cast<size_t>(pos + n) * stride);
+        DeviceBuf<float> d_chunk(chunk), d_out(static_cast<size_t>(n) * HD);
+        backend().attention_kv_forward(d_out.get(), d_k.get(), d_v.get(), d_chunk.get(), kv, pos,
+                                       n);
+        auto out = d_out.download();
+        got.insert(got.end(), out.begin(), out.end());
+        pos += n;
+      }
+      outs.push_back(got);
+    }
+    EXPECT_TRUE(close(outs[0], ref_attention(to_double(qkv), full), kGemmTol));
+    for (size_t i = 1; i < outs.size(); ++i)
+      EXPECT_TRUE(bits_equal(outs[0], outs[i])) << "split " << i;
+  }
+}
+
 // The batched kernels give each sequence exactly what the one-sequence kernels give it: three
 // sequences in different slots, at different positions, with 1 to 5 new tokens each.
 TEST(AttentionKv, BatchEqualsOneSequenceAtATimeBitForBit) {

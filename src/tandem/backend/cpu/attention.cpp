@@ -69,6 +69,36 @@ inline __m512 hsum16(const __m512* v) {
   return _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xDD));
 }
 
+// The two ways a score over the KV cache is computed, shared by both KV paths so that a row's
+// bits never depend on the path. Keys j..j+15 together (k points at key j; qh at the head's
+// query): sixteen lane-wise dot products, then hsum16.
+template <int NV>
+inline void score_block16(float* out, const float* qh, const float* k, int kv_stride,
+                          float scale) {
+  __m512 qv[NV];
+  for (int c = 0; c < NV; ++c) qv[c] = _mm512_loadu_ps(qh + 16 * c);
+  __m512 v[16];
+  for (int s = 0; s < 16; ++s) {
+    const float* kk = k + (size_t)(4 * (s % 4) + s / 4) * kv_stride;
+    __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kk));
+    for (int c = 1; c < NV; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kk + 16 * c), acc);
+    v[s] = acc;
+  }
+  _mm512_storeu_ps(out, _mm512_mul_ps(hsum16(v), _mm512_set1_ps(scale)));
+}
+// One key past the last full block of sixteen.
+template <int NV>
+inline float score_one(const float* qh, const float* k, float scale) {
+  __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qh), _mm512_loadu_ps(k));
+  for (int c = 1; c < NV; ++c)
+    acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c), _mm512_loadu_ps(k + 16 * c), acc);
+  return scale * _mm512_reduce_add_ps(acc);
+}
+
+// Accumulator sets of the value sums for a head of 16 * NV (see attend_heads_v).
+template <int NV>
+constexpr int value_sets() { return NV <= 2 ? 4 : NV <= 4 ? 2 : 1; }
+
 // One query row against cache positions 0..last for heads [h0, h1) together. The cache rows
 // (all kv heads of a position, contiguous) are walked once in blocks of 16 positions and each
 // block serves every head of the range while it is in L1. Fewer, larger tasks than one per
@@ -81,7 +111,7 @@ template <int NV>
 void attend_heads_v(float* o, const float* q, const float* k0, const float* v0, int kv_stride,
                     int last, float scale, int h0, int h1, int group) {
   constexpr int D = 16 * NV;
-  constexpr int S = NV <= 2 ? 4 : NV <= 4 ? 2 : 1;
+  constexpr int S = value_sets<NV>();
   const int n = last + 1, nh = h1 - h0, ns = (n + 15) / 16 * 16;
   static thread_local std::vector<float> buf;
   const size_t need = (size_t)nh * ns + (size_t)nh * S * D;
@@ -90,30 +120,14 @@ void attend_heads_v(float* o, const float* q, const float* k0, const float* v0, 
   float* accs = scores + (size_t)nh * ns;           // (nh, S, D)
   int j = 0;
   for (; j + 16 <= n; j += 16)
-    for (int h = h0; h < h1; ++h) {
-      const float* qh = q + (size_t)h * D;
-      const float* kh = k0 + (size_t)(h / group) * D;
-      __m512 qv[NV];
-      for (int c = 0; c < NV; ++c) qv[c] = _mm512_loadu_ps(qh + 16 * c);
-      __m512 v[16];
-      for (int s = 0; s < 16; ++s) {
-        const float* k = kh + (size_t)(j + 4 * (s % 4) + s / 4) * kv_stride;
-        __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k));
-        for (int c = 1; c < NV; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k + 16 * c), acc);
-        v[s] = acc;
-      }
-      _mm512_storeu_ps(scores + (size_t)(h - h0) * ns + j,
-                       _mm512_mul_ps(hsum16(v), _mm512_set1_ps(scale)));
-    }
+    for (int h = h0; h < h1; ++h)
+      score_block16<NV>(scores + (size_t)(h - h0) * ns + j, q + (size_t)h * D,
+                        k0 + (size_t)(h / group) * D + (size_t)j * kv_stride, kv_stride, scale);
   for (; j < n; ++j)
-    for (int h = h0; h < h1; ++h) {
-      const float* qh = q + (size_t)h * D;
-      const float* k = k0 + (size_t)(h / group) * D + (size_t)j * kv_stride;
-      __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qh), _mm512_loadu_ps(k));
-      for (int c = 1; c < NV; ++c)
-        acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh + 16 * c), _mm512_loadu_ps(k + 16 * c), acc);
-      scores[(size_t)(h - h0) * ns + j] = scale * _mm512_reduce_add_ps(acc);
-    }
+    for (int h = h0; h < h1; ++h)
+      scores[(size_t)(h - h0) * ns + j] =
+          score_one<NV>(q + (size_t)h * D, k0 + (size_t)(h / group) * D + (size_t)j * kv_stride,
+                        scale);
   float sums[kMaxHeadsPerTask];
   for (int h = 0; h < nh; ++h) {
     float* sc = scores + (size_t)h * ns;
@@ -155,6 +169,88 @@ void attend_heads_v(float* o, const float* q, const float* k0, const float* v0, 
       for (int u = 1; u < S; ++u) t = _mm512_add_ps(t, _mm512_loadu_ps(ah + u * D + 16 * c));
       _mm512_storeu_ps(o + (size_t)h * D + 16 * c, _mm512_mul_ps(t, inv));
     }
+  }
+}
+
+// Rows 0..R-1 of one sequence's prompt (row r at cache position last0 + r; its query at
+// q + r * q_stride, its output at o + r * o_stride) for one head, whose keys and values start
+// at kh and vh. Per row the arithmetic is attend_heads_v's for that head (the same score
+// functions, the same softmax, key j into value set j % S in ascending order, the sets added
+// in order), so a row gets the same bits on either path; only the loops are turned around:
+// the head's keys, then its values, are read by every row of the block while they sit in L1,
+// where the decode path walks all heads of one position at a time.
+constexpr int kPromptRows = 16;  // rows whose scores are kept at a time
+template <int NV>
+void attend_rows_v(float* o, int o_stride, const float* q, int q_stride, const float* kh,
+                   const float* vh, int kv_stride, int last0, int R, float scale) {
+  constexpr int D = 16 * NV;
+  constexpr int S = value_sets<NV>();
+  const int nmax = last0 + R, ns = (nmax + 15) / 16 * 16;
+  static thread_local std::vector<float> buf;
+  const size_t need = (size_t)kPromptRows * ns + 2 * (size_t)nmax * D;
+  if (buf.size() < need) buf.resize(need);
+  // The head's keys and values, packed once: in the cache they sit a whole row of heads
+  // apart, a stride that maps them onto a few L1 sets.
+  float* kp = buf.data() + (size_t)kPromptRows * ns;
+  float* vp = kp + (size_t)nmax * D;
+  for (int j = 0; j < nmax; ++j) {
+    std::memcpy(kp + (size_t)j * D, kh + (size_t)j * kv_stride, sizeof(float) * D);
+    std::memcpy(vp + (size_t)j * D, vh + (size_t)j * kv_stride, sizeof(float) * D);
+  }
+  float sums[kPromptRows];
+  for (int b0 = 0; b0 < R; b0 += kPromptRows) {
+    const int b1 = std::min(R, b0 + kPromptRows);
+    for (int r = b0; r < b1; ++r) {
+      const int n = last0 + r + 1;
+      float* sc = buf.data() + (size_t)(r - b0) * ns;
+      const float* qh = q + (size_t)r * q_stride;
+      int j = 0;
+      for (; j + 16 <= n; j += 16) score_block16<NV>(sc + j, qh, kp + (size_t)j * D, D, scale);
+      for (; j < n; ++j) sc[j] = score_one<NV>(qh, kp + (size_t)j * D, scale);
+      sums[r - b0] = simd::exp_shift_sum(sc, sc, n, row_max(sc, n));
+    }
+    for (int r = b0; r < b1; ++r) {
+      const int n = last0 + r + 1;
+      const float* sc = buf.data() + (size_t)(r - b0) * ns;
+      __m512 acc[S][NV];
+      for (int t = 0; t < S; ++t)
+        for (int c = 0; c < NV; ++c) acc[t][c] = _mm512_setzero_ps();
+      int j = 0;
+      for (; j + S <= n; j += S)
+        for (int t = 0; t < S; ++t) {
+          const __m512 p = _mm512_set1_ps(sc[j + t]);
+          const float* v = vp + (size_t)(j + t) * D;
+          for (int c = 0; c < NV; ++c)
+            acc[t][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[t][c]);
+        }
+      for (int t = 0; j < n; ++j, ++t) {
+        const __m512 p = _mm512_set1_ps(sc[j]);
+        const float* v = vp + (size_t)j * D;
+        for (int c = 0; c < NV; ++c)
+          acc[t][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[t][c]);
+      }
+      const __m512 inv = _mm512_set1_ps(1.0f / sums[r - b0]);
+      for (int c = 0; c < NV; ++c) {
+        __m512 t = acc[0][c];
+        for (int u = 1; u < S; ++u) t = _mm512_add_ps(t, acc[u][c]);
+        _mm512_storeu_ps(o + (size_t)r * o_stride + 16 * c, _mm512_mul_ps(t, inv));
+      }
+    }
+  }
+}
+
+// The prompt path for head dimensions it has; false: use attend_heads row by row.
+bool attend_rows(float* o, int o_stride, const float* q, int q_stride, const float* kh,
+                 const float* vh, int kv_stride, int last0, int R, int D, float scale) {
+  switch (D) {
+    case 16: attend_rows_v<1>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
+    case 32: attend_rows_v<2>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
+    case 48: attend_rows_v<3>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
+    case 64: attend_rows_v<4>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
+    case 80: attend_rows_v<5>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
+    case 96: attend_rows_v<6>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
+    case 128: attend_rows_v<8>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
+    default: return false;
   }
 }
 #endif
@@ -444,8 +540,14 @@ void CpuBackend::attention_kv_batch(float* out, float* kcache, float* vcache, co
   const int H = s.H, Hkv = s.Hkv, D = s.D, stride = s.qkv_stride();
   const int group = H / Hkv, kvw = Hkv * D;
   const float scale = 1.0f / std::sqrt((float)D);
-  // Append every sequence's new keys and values, then one parallel pass over (row, heads).
-  std::vector<int32_t> task_seq, task_t;  // one per new row
+  // Append every sequence's new keys and values, then one parallel pass over the tasks: for a
+  // prompt (kPromptRows new rows or more), one head of all its rows (attend_rows);
+  // otherwise a row and a range of its heads (attend_heads). Both give a row the same bits.
+  struct Task {
+    int seq, t0, rows, h0, h1;  // rows > 0: prompt rows t0..t0+rows-1 of head h0 (= h1 - 1)
+  };
+  std::vector<Task> tasks;
+  std::vector<std::pair<int, int>> single;  // (sequence, row) for attend_heads
   for (int i = 0; i < b.count; ++i) {
     float* kc = kcache + b.slot[i] * b.slot_stride;
     float* vc = vcache + b.slot[i] * b.slot_stride;
@@ -453,21 +555,42 @@ void CpuBackend::attention_kv_batch(float* out, float* kcache, float* vcache, co
       const float* row = qkv + (size_t)(b.row0[i] + t) * stride;
       std::memcpy(kc + (size_t)(b.pos0[i] + t) * kvw, row + H * D, sizeof(float) * kvw);
       std::memcpy(vc + (size_t)(b.pos0[i] + t) * kvw, row + (H + Hkv) * D, sizeof(float) * kvw);
-      task_seq.push_back(i);
-      task_t.push_back(t);
+    }
+#if defined(__AVX512F__)
+    const bool prompt = b.n[i] >= kPromptRows && D % 16 == 0 && D <= 128 && D != 112;
+#else
+    const bool prompt = false;
+#endif
+    if (prompt) {
+      for (int h = 0; h < H; ++h) tasks.push_back({i, 0, b.n[i], h, h + 1});
+    } else {
+      for (int t = 0; t < b.n[i]; ++t) single.push_back({i, t});
     }
   }
-  const int rows = (int)task_seq.size();
-  const int hpt = heads_per_task(rows, H, threads_), per_row = (H + hpt - 1) / hpt;
-  const int tasks = rows * per_row;
-#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) if (tasks > 1)
-  for (int k = 0; k < tasks; ++k) {
-    const int i = task_seq[k / per_row], t = task_t[k / per_row];
-    const int h0 = (k % per_row) * hpt, h1 = std::min(H, h0 + hpt);
-    const int r = b.row0[i] + t;
-    attend_heads(out + (size_t)r * H * D, qkv + (size_t)r * stride,
-                 kcache + b.slot[i] * b.slot_stride, vcache + b.slot[i] * b.slot_stride, kvw,
-                 b.pos0[i] + t, D, scale, h0, h1, group);
+  if (!single.empty()) {
+    const int hpt = heads_per_task((int)single.size(), H, threads_), per_row = (H + hpt - 1) / hpt;
+    for (const auto& [i, t] : single)
+      for (int k = 0; k < per_row; ++k)
+        tasks.push_back({i, t, 0, k * hpt, std::min(H, (k + 1) * hpt)});
+  }
+  const int ntasks = (int)tasks.size();
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) if (ntasks > 1)
+  for (int k = 0; k < ntasks; ++k) {
+    const Task& tk = tasks[k];
+    const int i = tk.seq, r = b.row0[i] + tk.t0;
+    const float* kc = kcache + b.slot[i] * b.slot_stride;
+    const float* vc = vcache + b.slot[i] * b.slot_stride;
+#if defined(__AVX512F__)
+    if (tk.rows > 0) {
+      const int kvh = tk.h0 / group;
+      attend_rows(out + (size_t)r * H * D + (size_t)tk.h0 * D, H * D,
+                  qkv + (size_t)r * stride + (size_t)tk.h0 * D, stride, kc + (size_t)kvh * D,
+                  vc + (size_t)kvh * D, kvw, b.pos0[i] + tk.t0, tk.rows, D, scale);
+      continue;
+    }
+#endif
+    attend_heads(out + (size_t)r * H * D, qkv + (size_t)r * stride, kc, vc, kvw,
+                 b.pos0[i] + tk.t0, D, scale, tk.h0, tk.h1, group);
   }
 }
 
