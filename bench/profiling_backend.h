@@ -42,6 +42,10 @@ class ProfilingBackend final : public Backend {
                         const float* r, int N, int C) override {
     t("rmsnorm", [&] { b_.rmsnorm_backward(dx, dw, g, x, w, r, N, C); });
   }
+  void add_rmsnorm_forward(float* s, float* o, float* r, const float* a, const float* b,
+                           const float* w, int N, int C, float e) override {
+    t("add_rmsnorm", [&] { b_.add_rmsnorm_forward(s, o, r, a, b, w, N, C, e); });
+  }
   void matmul_forward(float* o, const float* x, const float* w, int M, int N, int K) override {
     const double s0 = seconds["matmul"];
     t("matmul", [&] { b_.matmul_forward(o, x, w, M, N, K); });

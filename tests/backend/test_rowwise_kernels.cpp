@@ -115,6 +115,44 @@ TEST(RmsNorm, ForwardMatchesReference) {
   }
 }
 
+// The fused residual add + RMSNorm: against the double reference of (a + b) then rmsnorm, and
+// bit for bit against the backend's own add() then rmsnorm_forward() (so a backend's fused
+// kernel changes no value of the model), with the sum written over a, over b, or apart.
+TEST(RmsNorm, FusedAddEqualsAddThenNorm) {
+  const RowShape shapes[] = {{7, 13}, {1, 1}, {3, 256}, {64, 288}, {2, 4099}};
+  const float eps = 1e-5f;
+  for (const auto& s : shapes) {
+    SCOPED_TRACE(testing::Message() << "N=" << s.N << " C=" << s.C);
+    const size_t n = static_cast<size_t>(s.N) * s.C;
+    auto a = uniform(n, 14, -2.f, 2.f), b = uniform(n, 15, -1.f, 1.f);
+    auto w = uniform(s.C, 16, 0.5f, 1.5f);
+    std::vector<double> h(n), rstd_ref;
+    for (size_t i = 0; i < n; ++i) h[i] = (double)a[i] + (double)b[i];
+    auto want = ref_rmsnorm(h, to_double(w), s.N, s.C, eps, &rstd_ref);
+
+    DeviceBuf<float> d_a(a), d_b(b), d_w(w), d_sum(n), d_out(n), d_rstd(s.N);
+    backend().add(d_sum.get(), d_a.get(), d_b.get(), n);
+    backend().rmsnorm_forward(d_out.get(), d_rstd.get(), d_sum.get(), d_w.get(), s.N, s.C, eps);
+    const auto sum2 = d_sum.download(), out2 = d_out.download(), rstd2 = d_rstd.download();
+    EXPECT_TRUE(close(out2, want, kFwdTol));
+    EXPECT_TRUE(close(rstd2, rstd_ref, kFwdTol));
+
+    for (int where = 0; where < 3; ++where) {  // sum apart, over a, over b
+      SCOPED_TRACE(testing::Message() << "sum " << (where == 0 ? "apart" : where == 1 ? "= a" : "= b"));
+      DeviceBuf<float> fa(a), fb(b), fsum(n), fout(n), frstd(s.N);
+      fout.fill(kGarbage);
+      frstd.fill(kGarbage);
+      float* sum = where == 0 ? fsum.get() : where == 1 ? fa.get() : fb.get();
+      backend().add_rmsnorm_forward(sum, fout.get(), frstd.get(), fa.get(), fb.get(), d_w.get(),
+                                    s.N, s.C, eps);
+      DeviceBuf<float>& got_sum = where == 0 ? fsum : where == 1 ? fa : fb;
+      EXPECT_TRUE(bits_equal(got_sum.download(), sum2));
+      EXPECT_TRUE(bits_equal(fout.download(), out2));
+      EXPECT_TRUE(bits_equal(frstd.download(), rstd2));
+    }
+  }
+}
+
 TEST(RmsNorm, EpsEntersUnderTheRoot) {
   // A tiny row makes eps dominate: out = x / sqrt(mean(x^2) + eps) * w.
   const int N = 2, C = 8;

@@ -113,6 +113,22 @@ class Backend {
                                 const float* rstd,  // (N)
                                 int N, int C) = 0;
 
+  // ---- residual add fused with the RMSNorm after it ---------------------------------------
+  // sum = a + b (sum may alias a or b), then out = rmsnorm(sum) as rmsnorm_forward computes it:
+  // the same values as add() followed by rmsnorm_forward(), and the default makes exactly
+  // those two calls (the CPU keeps it: a pass over the rows costs little there). A GPU backend
+  // overrides it with one kernel, which saves a launch and a pass over the activations.
+  virtual void add_rmsnorm_forward(float* sum,      // (N, C) written
+                                   float* out,      // (N, C)
+                                   float* rstd,     // (N) saved for backward
+                                   const float* a,  // (N, C)
+                                   const float* b,  // (N, C)
+                                   const float* w,  // (C)
+                                   int N, int C, float eps) {
+    add(sum, a, b, (size_t)N * C);
+    rmsnorm_forward(out, rstd, sum, w, N, C, eps);
+  }
+
   // ---- matmul: out = x · Wᵀ -------------------------------------------------------------
   virtual void matmul_forward(float* out,      // (M, N)
                               const float* x,  // (M, K)

@@ -85,6 +85,18 @@ const std::vector<KernelCases>& all_cases() {
          float* dw = c.output(C, c.values(C, -1, 1));
          c.time([&] { c.be().rmsnorm_backward(dx, dw, dout, x, w, rstd, N, C); });
        }},
+      {"add_rmsnorm_forward", kReduction,
+       {{1, 1}, {5, 33}, {64, 288}},
+       [](Ctx& c, const Dims& d) {
+         const int N = d[0], C = d[1];
+         // sum aliases a, as the model calls it (the residual stream updated in place)
+         float* h = c.output((size_t)N * C, c.values((size_t)N * C, -1, 1));
+         float* x = c.input((size_t)N * C);
+         float* w = c.input(C, 0.5f, 1.5f);
+         float* out = c.output((size_t)N * C);
+         float* rstd = c.output(N);
+         c.time([&] { c.be().add_rmsnorm_forward(h, out, rstd, h, x, w, N, C, 1e-5f); });
+       }},
       {"matmul_forward", kMatmul,
        {{1, 1, 1}, {7, 13, 29}, {33, 65, 17}, {64, 768, 288}},
        [](Ctx& c, const Dims& d) {

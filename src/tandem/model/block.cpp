@@ -16,8 +16,7 @@ void block_forward_post(Backend& be, const ModelConfig& cfg, const float* P, con
   const int HD = cfg.n_heads * cfg.head_dim();
   const size_t nc = (size_t)n * C;
   be.matmul_forward(b.h, b.att, P + o.wo, n, C, HD);
-  be.add(b.h, b.h, b.x, nc);
-  be.rmsnorm_forward(b.ln2, b.rstd2, b.h, P + o.ln2, n, C, cfg.norm_eps);
+  be.add_rmsnorm_forward(b.h, b.ln2, b.rstd2, b.h, b.x, P + o.ln2, n, C, cfg.norm_eps);
   be.matmul_forward(b.gateup, b.ln2, P + o.wgateup, n, 2 * F, C);
   be.swiglu_forward(b.act, b.gateup, n, F);
   be.matmul_forward(b.out, b.act, P + o.wdown, n, C, F);

@@ -56,6 +56,8 @@ class CudaBackend final : public Backend {
   void swiglu_forward(float* out, const float* gateup, int N, int F) override;
   void swiglu_backward(float* dgateup, const float* dout, const float* gateup, int N,
                        int F) override;
+  void add_rmsnorm_forward(float* sum, float* out, float* rstd, const float* a, const float* b,
+                           const float* w, int N, int C, float eps) override;
   void add(float* out, const float* a, const float* b, size_t n) override;
   void cross_entropy(float* losses, float* dlogits, const float* logits, const int32_t* targets,
                      int N, int V, float dscale) override;

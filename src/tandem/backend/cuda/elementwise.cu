@@ -63,6 +63,25 @@ __global__ void k_rmsnorm_forward(float* out, float* rstd, const float* x, const
   for (int c = threadIdx.x; c < C; c += kThreads) o[c] = xr[c] * r * w[c];
 }
 
+// k_add followed by k_rmsnorm_forward in one pass over a row: each thread writes and then
+// reads back only its own columns, so sum may alias a or b; the sums of squares go through the
+// same per-thread partials and tree, so the values are those of the two kernels.
+__global__ void k_add_rmsnorm_forward(float* sum, float* out, float* rstd, const float* a,
+                                      const float* b, const float* w, int C, float eps) {
+  __shared__ float sh[kThreads];
+  const size_t row = (size_t)blockIdx.x * C;
+  float ss = 0.f;
+  for (int c = threadIdx.x; c < C; c += kThreads) {
+    const float h = a[row + c] + b[row + c];
+    sum[row + c] = h;
+    ss += h * h;
+  }
+  ss = block_reduce(ss, sh, Sum{});
+  const float r = 1.0f / sqrtf(ss / C + eps);
+  if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+  for (int c = threadIdx.x; c < C; c += kThreads) out[row + c] = sum[row + c] * r * w[c];
+}
+
 __global__ void k_rmsnorm_backward_dx(float* dx, const float* dout, const float* x,
                                       const float* w, const float* rstd, int C) {
   __shared__ float sh[kThreads];
@@ -285,6 +304,13 @@ void CudaBackend::rmsnorm_forward(float* out, float* rstd, const float* x, const
                                   int C, float eps) {
   if (N == 0) return;
   k_rmsnorm_forward<<<N, kThreads>>>(out, rstd, x, w, C, eps);
+  TANDEM_CU_LAUNCHED();
+}
+
+void CudaBackend::add_rmsnorm_forward(float* sum, float* out, float* rstd, const float* a,
+                                      const float* b, const float* w, int N, int C, float eps) {
+  if (N == 0) return;
+  k_add_rmsnorm_forward<<<N, kThreads>>>(sum, out, rstd, a, b, w, C, eps);
   TANDEM_CU_LAUNCHED();
 }
 
