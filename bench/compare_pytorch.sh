@@ -20,10 +20,10 @@ core=${TORCH_CORETYPE:-$($bin "$config" --steps 1 --warmup 0 "$@" | sed -n 's/^k
 [ -n "$core" ] || { echo "could not read the GEMM core from train_step" >&2; exit 1; }
 echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1); PyTorch's OPENBLAS_CORETYPE=$core"
 # PyTorch's ways to run: name | intra-op threads | environment.
-ways=("defaults|$threads|X_UNUSED=1"
+ways=("defaults|$threads|"
       "omp-passive|$threads|OMP_WAIT_POLICY=PASSIVE"
       "intra-op-1|1|OPENBLAS_NUM_THREADS=$threads")
-[ "$threads" -gt 1 ] || ways=("defaults|1|X_UNUSED=1")
+[ "$threads" -gt 1 ] || ways=("defaults|1|")
 declare -A p_res
 t_res=()
 result() { sed -n 's/^RESULT tokens_per_s=\([0-9.]*\).*/\1/p'; }

@@ -14,6 +14,7 @@
 #include "tandem/backend/cpu/blas.h"
 #include "tandem/backend/cpu/cpu_backend.h"
 #include "tandem/backend/cpu/small_gemm.h"
+#include "tandem/core/error.h"
 #include "tandem/core/vexp.h"
 
 namespace tandem {
@@ -99,6 +100,30 @@ inline float score_one(const float* qh, const float* k, float scale) {
 template <int NV>
 constexpr int value_sets() { return NV <= 2 ? 4 : NV <= 4 ? 2 : 1; }
 
+// Adds keys j..j1-1 (j a multiple of the set count S) into the value sums: key i into set
+// i % S, in ascending order, p_i * v_i by FMA. Both KV paths run it, whatever their blocking.
+template <int NV>
+inline void add_values(__m512 (&acc)[value_sets<NV>()][NV], const float* sc, const float* vh,
+                       int kv_stride, int j, int j1) {
+  constexpr int S = value_sets<NV>();
+  for (; j + S <= j1; j += S)
+    for (int t = 0; t < S; ++t) {
+      const __m512 p = _mm512_set1_ps(sc[j + t]);
+      const float* v = vh + (size_t)(j + t) * kv_stride;
+      for (int c = 0; c < NV; ++c)
+        acc[t][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[t][c]);
+    }
+  for (int t = 0; j < j1; ++j, ++t) {
+    const __m512 p = _mm512_set1_ps(sc[j]);
+    const float* v = vh + (size_t)j * kv_stride;
+    for (int c = 0; c < NV; ++c)
+      acc[t][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[t][c]);
+  }
+}
+
+// Head widths with vector kernels (both KV paths); others run attend_row.
+constexpr bool vector_head_dim(int D) { return D % 16 == 0 && D >= 16 && D <= 128 && D != 112; }
+
 // One query row against cache positions 0..last for heads [h0, h1) together. The cache rows
 // (all kv heads of a position, contiguous) are walked once in blocks of 16 positions and each
 // block serves every head of the range while it is in L1. Fewer, larger tasks than one per
@@ -143,20 +168,7 @@ void attend_heads_v(float* o, const float* q, const float* k0, const float* v0, 
       __m512 acc[S][NV];
       for (int t = 0; t < S; ++t)
         for (int c = 0; c < NV; ++c) acc[t][c] = _mm512_loadu_ps(ah + t * D + 16 * c);
-      int jj = j0;
-      for (; jj + S <= j1; jj += S)
-        for (int t = 0; t < S; ++t) {  // j0 is a multiple of 16, so jj + t feeds set t
-          const __m512 p = _mm512_set1_ps(sc[jj + t]);
-          const float* v = vh + (size_t)(jj + t) * kv_stride;
-          for (int c = 0; c < NV; ++c)
-            acc[t][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[t][c]);
-        }
-      for (int t = 0; jj < j1; ++jj, ++t) {
-        const __m512 p = _mm512_set1_ps(sc[jj]);
-        const float* v = vh + (size_t)jj * kv_stride;
-        for (int c = 0; c < NV; ++c)
-          acc[t][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[t][c]);
-      }
+      add_values<NV>(acc, sc, vh, kv_stride, j0, j1);  // j0 is a multiple of 16
       for (int t = 0; t < S; ++t)
         for (int c = 0; c < NV; ++c) _mm512_storeu_ps(ah + t * D + 16 * c, acc[t][c]);
     }
@@ -215,20 +227,7 @@ void attend_rows_v(float* o, int o_stride, const float* q, int q_stride, const f
       __m512 acc[S][NV];
       for (int t = 0; t < S; ++t)
         for (int c = 0; c < NV; ++c) acc[t][c] = _mm512_setzero_ps();
-      int j = 0;
-      for (; j + S <= n; j += S)
-        for (int t = 0; t < S; ++t) {
-          const __m512 p = _mm512_set1_ps(sc[j + t]);
-          const float* v = vp + (size_t)(j + t) * D;
-          for (int c = 0; c < NV; ++c)
-            acc[t][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[t][c]);
-        }
-      for (int t = 0; j < n; ++j, ++t) {
-        const __m512 p = _mm512_set1_ps(sc[j]);
-        const float* v = vp + (size_t)j * D;
-        for (int c = 0; c < NV; ++c)
-          acc[t][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[t][c]);
-      }
+      add_values<NV>(acc, sc, vp, D, 0, n);
       const __m512 inv = _mm512_set1_ps(1.0f / sums[r - b0]);
       for (int c = 0; c < NV; ++c) {
         __m512 t = acc[0][c];
@@ -239,18 +238,18 @@ void attend_rows_v(float* o, int o_stride, const float* q, int q_stride, const f
   }
 }
 
-// The prompt path for head dimensions it has; false: use attend_heads row by row.
-bool attend_rows(float* o, int o_stride, const float* q, int q_stride, const float* kh,
+// The prompt path for a head width with vector kernels (vector_head_dim).
+void attend_rows(float* o, int o_stride, const float* q, int q_stride, const float* kh,
                  const float* vh, int kv_stride, int last0, int R, int D, float scale) {
   switch (D) {
-    case 16: attend_rows_v<1>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
-    case 32: attend_rows_v<2>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
-    case 48: attend_rows_v<3>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
-    case 64: attend_rows_v<4>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
-    case 80: attend_rows_v<5>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
-    case 96: attend_rows_v<6>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
-    case 128: attend_rows_v<8>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale); return true;
-    default: return false;
+    case 16: return attend_rows_v<1>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale);
+    case 32: return attend_rows_v<2>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale);
+    case 48: return attend_rows_v<3>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale);
+    case 64: return attend_rows_v<4>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale);
+    case 80: return attend_rows_v<5>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale);
+    case 96: return attend_rows_v<6>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale);
+    case 128: return attend_rows_v<8>(o, o_stride, q, q_stride, kh, vh, kv_stride, last0, R, scale);
+    default: TANDEM_CHECK(false);
   }
 }
 #endif
@@ -557,7 +556,7 @@ void CpuBackend::attention_kv_batch(float* out, float* kcache, float* vcache, co
       std::memcpy(vc + (size_t)(b.pos0[i] + t) * kvw, row + (H + Hkv) * D, sizeof(float) * kvw);
     }
 #if defined(__AVX512F__)
-    const bool prompt = b.n[i] >= kPromptRows && D % 16 == 0 && D <= 128 && D != 112;
+    const bool prompt = b.n[i] >= kPromptRows && vector_head_dim(D);
 #else
     const bool prompt = false;
 #endif

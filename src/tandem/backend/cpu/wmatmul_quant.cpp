@@ -329,17 +329,14 @@ void wmatmul_quant(QVariant v, float* out, const float* x, const WMatrix& w, int
     for (int p = p0; p < p1; p += 2) {
       const int np = std::min(2, p1 - p), n0 = p * kQPanel;
       const int nvalid = std::min(N - n0, np * kQPanel);
+      // The VNNI tile's weights: the stored panels p.., or their unpacked copy (panel 0..).
+      QW vw = qw;
+      int vp = p;
 #if defined(TANDEM_X86)
       if (unpack) {
         unpack_q4_panels(ualigned, qw, p, np);
-        const QW uw{WType::Q8, ualigned, qw.panel_scale(p), K, qw.nb, (size_t)K * kQPanel};
-        for (int m = 0; m < M; m += 4)
-          with_mr(std::min(4, M - m), [&]<int MR>() {
-            float* o = out + (size_t)m * N + n0;
-            if (np == 2) tile_vnni<MR, 2>(o, N, qx, m, uw, 0, nvalid);
-            else tile_vnni<MR, 1>(o, N, qx, m, uw, 0, nvalid);
-          });
-        continue;
+        vw = QW{WType::Q8, ualigned, qw.panel_scale(p), K, qw.nb, (size_t)K * kQPanel};
+        vp = 0;
       }
 #endif
       for (int m = 0; m < M; m += 4) {
@@ -349,8 +346,8 @@ void wmatmul_quant(QVariant v, float* out, const float* x, const WMatrix& w, int
 #if defined(TANDEM_X86)
           case QVariant::kAvx512Vnni:
             with_mr(mr, [&]<int MR>() {
-              if (np == 2) tile_vnni<MR, 2>(o, N, qx, m, qw, p, nvalid);
-              else tile_vnni<MR, 1>(o, N, qx, m, qw, p, nvalid);
+              if (np == 2) tile_vnni<MR, 2>(o, N, qx, m, vw, vp, nvalid);
+              else tile_vnni<MR, 1>(o, N, qx, m, vw, vp, nvalid);
             });
             break;
           case QVariant::kAvx2:
